@@ -1,0 +1,670 @@
+"""The scikit-learn estimator: validation, labels and wiring. No maths here."""
+
+import contextlib
+import copy
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import log_softmax, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state, compute_class_weight
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
+
+from . import _solvers
+from ._loss import ACTIVATIONS, TwoLayerLoss, forward
+from ._params import ParamLayout
+
+
+@contextlib.contextmanager
+def _rollback_on_error(estimator):
+    """Restore every attribute of ``estimator`` if the body raises.
+
+    Fitting never modifies arrays that an earlier fit left behind (it works on
+    copies and assigns at the end), so a shallow snapshot of ``__dict__`` is
+    enough to leave a fitted model exactly as it was.
+    """
+    snapshot = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(snapshot)
+        raise
+
+
+def _label_indices(y, labels):
+    """Positions of ``y`` in the sorted ``labels``; unknown labels are an error."""
+    unknown = np.setdiff1d(unique_labels(y), labels)
+    if unknown.size:
+        raise ValueError(
+            f"y contains labels {unknown.tolist()} that are not in classes "
+            f"{labels.tolist()}. Pass every class to the first partial_fit "
+            "call, or fit with warm_start=False."
+        )
+    return np.searchsorted(labels, y)
+
+
+def _stochastic_solver(est):
+    return est.solver in ("sgd", "adam")
+
+
+class TwoLayerSoftmaxClassifier(ClassifierMixin, BaseEstimator):
+    r"""Two-layer neural network: one hidden layer and a softmax output.
+
+    The model maps a sample :math:`x` to class probabilities
+
+    .. math::
+
+        p(x) = \operatorname{softmax}\big(f(x W_1 + b_1)\, W_2 + b_2\big),
+
+    with the ReLU :math:`f(a) = \max(0, a)` by default, and is trained by
+    minimizing the mean log loss plus an L2 penalty on all parameters:
+
+    .. math::
+
+        \frac{\sum_i w_i\,(-\log p_{y_i}(x_i))}{\sum_i w_i}
+        + \lambda\left(\|W_1\|^2 + \|W_2\|^2 + \|b_1\|^2 + \|b_2\|^2\right).
+
+    The objective and its gradient are :func:`sk_twolayer.loss_and_gradient`;
+    every solver optimizes that same function.
+
+    Parameters
+    ----------
+    hidden_size : int, default=100
+        Number of hidden units H.
+    activation : {"relu", "leaky_relu", "tanh", "logistic"}, default="relu"
+        Activation of the hidden layer.
+    reg : float, default=1e-4
+        Strength :math:`\lambda` of the L2 penalty. Unlike MLPClassifier's
+        ``alpha`` it is not divided by the number of samples: the data term is
+        a mean, so ``reg`` has the same meaning whatever the data size. The
+        default is a light penalty that keeps the weights bounded (and the
+        problem well posed on separable data) without costing accuracy.
+    solver : {"lbfgs", "sgd", "adam"}, default="lbfgs"
+        Optimizer. ``"lbfgs"`` (scipy's L-BFGS-B on the full batch) is the
+        default because it needs no learning rate, converges in few
+        iterations on the small and medium data sets typical of scikit-learn
+        work, and is deterministic. Use ``"sgd"`` or ``"adam"`` for large data
+        or for :meth:`partial_fit`.
+    batch_size : int or "auto", default="auto"
+        Minibatch size of the stochastic solvers; ``"auto"`` is
+        ``min(200, n_samples)``. Ignored by ``"lbfgs"``.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Learning-rate schedule of the stochastic solvers, with
+        MLPClassifier's semantics: ``"invscaling"`` uses
+        ``learning_rate_init / (t + 1) ** power_t`` with ``t`` the samples
+        seen; ``"adaptive"`` divides the rate by 5 each time the monitored
+        quantity stalls for ``n_iter_no_change`` epochs.
+    learning_rate_init : float or "auto", default="auto"
+        Initial step size of the stochastic solvers. ``"auto"`` is 0.02 for
+        ``"sgd"`` and 0.002 for ``"adam"``, whose steps are already
+        normalized per coordinate. Both train standardized data in a few
+        dozen epochs; MLPClassifier's single default of 0.001 is slow for SGD
+        with momentum.
+    power_t : float, default=0.5
+        Exponent of the ``"invscaling"`` schedule.
+    max_iter : int, default=200
+        Maximum number of iterations (L-BFGS) or epochs (stochastic solvers).
+    shuffle : bool, default=True
+        Whether to reshuffle the samples every epoch (stochastic solvers).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weight initialization, the shuffles and the validation
+        split. An int gives a bit-identical model on every fit.
+    tol : float, default=1e-4
+        For ``"lbfgs"``, scipy's ``gtol``. For the stochastic solvers, the
+        improvement of the monitored quantity below which an epoch counts as
+        no improvement.
+    verbose : bool, default=False
+        Print the loss after every iteration or epoch, for every solver.
+    warm_start : bool, default=False
+        Continue from the current weights on the next :meth:`fit`.
+    momentum : float, default=0.9
+        Momentum of ``"sgd"``, in [0, 1].
+    nesterovs_momentum : bool, default=True
+        Whether ``"sgd"`` uses Nesterov's momentum.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified)
+        and stop when its accuracy stalls for ``n_iter_no_change``
+        iterations; the best weights are restored at the end. Works for every
+        solver. A validation set passed to :meth:`fit` as ``X_val, y_val`` is
+        used instead of a split.
+    validation_fraction : float, default=0.1
+        Fraction of the training data held out with ``early_stopping``.
+    beta_1 : float, default=0.9
+        Decay rate of Adam's first-moment estimate.
+    beta_2 : float, default=0.999
+        Decay rate of Adam's second-moment estimate.
+    epsilon : float, default=1e-8
+        Numerical stabilizer of Adam.
+    n_iter_no_change : int, default=10
+        Epochs (or iterations) without an improvement of ``tol`` before the
+        stochastic solvers stop, or early stopping ends training.
+    max_fun : int, default=15000
+        Maximum number of loss evaluations of ``"lbfgs"``.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, multiplied into ``sample_weight``.
+        ``"balanced"`` uses ``n_samples / (n_classes * np.bincount(y))``.
+    penalize_bias : bool, default=True
+        Whether the penalty covers the biases, as in the objective above.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    coefs_ : list of ndarray
+        ``[W1, W2]``, of shapes (n_features, hidden_size) and
+        (hidden_size, n_classes).
+    intercepts_ : list of ndarray
+        ``[b1, b2]``.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+    n_iter_ : int
+        Number of iterations (L-BFGS) or epochs the solver ran.
+    loss_ : float
+        Training objective at the end of fitting.
+    best_loss_ : float
+        Lowest training objective seen.
+    loss_curve_ : list of float
+        Training objective after each iteration or epoch, for every solver.
+    t_ : int
+        Number of training samples seen by the solver.
+    validation_scores_ : list of float or None
+        Validation accuracy after each iteration, with early stopping or a
+        validation set; None otherwise.
+    validation_loss_curve_ : list of float or None
+        Validation log loss (without the penalty) after each iteration.
+    best_validation_score_ : float or None
+        Best validation accuracy; its weights are the ones kept.
+    n_outputs_ : int
+        Number of output units (the number of classes).
+
+    See Also
+    --------
+    sklearn.neural_network.MLPClassifier : Multi-layer perceptron.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sk_twolayer import TwoLayerSoftmaxClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = make_pipeline(StandardScaler(),
+    ...                     TwoLayerSoftmaxClassifier(random_state=0)).fit(X, y)
+    >>> clf.predict(X[:3])
+    array([0, 0, 0])
+    >>> clf.score(X, y) > 0.95
+    True
+    """
+
+    _parameter_constraints = {
+        "hidden_size": [Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "reg": [Interval(Real, 0, None, closed="left")],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [
+            StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")
+        ],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "penalize_bias": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        hidden_size=100,
+        *,
+        activation="relu",
+        reg=1e-4,
+        solver="lbfgs",
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init="auto",
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        class_weight=None,
+        penalize_bias=True,
+    ):
+        self.hidden_size = hidden_size
+        self.activation = activation
+        self.reg = reg
+        self.solver = solver
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.class_weight = class_weight
+        self.penalize_bias = penalize_bias
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    # ----------------------------------------------------------------- fitting
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
+        """Fit the network to data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data. Float32 data is trained in float32.
+        y : array-like of shape (n_samples,)
+            Target labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative sample weights.
+        X_val : {array-like, sparse matrix} of shape (n_val, n_features), \
+                default=None
+            Validation data for early stopping, used instead of holding out
+            ``validation_fraction`` of ``X``. Its scores are recorded in
+            ``validation_scores_`` and ``validation_loss_curve_``.
+        y_val : array-like of shape (n_val,), default=None
+            Validation labels; required with ``X_val``.
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation samples.
+
+        Returns
+        -------
+        self : TwoLayerSoftmaxClassifier
+            The fitted estimator.
+        """
+        with _rollback_on_error(self):
+            return self._fit(
+                X, y, sample_weight, incremental=False,
+                validation=(X_val, y_val, sample_weight_val),
+            )
+
+    @available_if(_stochastic_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """Run one epoch of the stochastic solver over the given data.
+
+        Only available for ``solver="sgd"`` and ``solver="adam"``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,)
+            Target labels, all of them in ``classes``.
+        classes : array-like of shape (n_classes,), default=None
+            Every class that will ever appear. Required on the first call,
+            ignored on the next ones.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative sample weights.
+
+        Returns
+        -------
+        self : TwoLayerSoftmaxClassifier
+            The updated estimator.
+        """
+        with _rollback_on_error(self):
+            return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def _fit(self, X, y, sample_weight, incremental, classes=None,
+             validation=(None, None, None)):
+        fitted = hasattr(self, "coefs_")
+        first_call = not fitted or not (incremental or self.warm_start)
+
+        X, y = validate_data(
+            self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32],
+            reset=first_call,
+        )
+        check_classification_targets(y)
+        y, labels = self._encode_labels(y, first_call, incremental, classes)
+        if not first_call:
+            X = X.astype(self.coefs_[0].dtype, copy=False)
+        dtype = X.dtype
+        sample_weight = self._sample_weight(X, y, labels, sample_weight, incremental)
+        if first_call and np.unique(y[sample_weight > 0]).size < 2 and not incremental:
+            raise ValueError(
+                "TwoLayerSoftmaxClassifier needs samples of at least 2 classes "
+                "with positive weight, but the data has only class "
+                f"{labels[np.unique(y[sample_weight > 0])].tolist()}."
+            )
+        if sample_weight.sum() <= 0 and not incremental:
+            raise ValueError(
+                "All sample weights are zero: at least one sample needs a "
+                "positive sample_weight."
+            )
+
+        layout = ParamLayout(X.shape[1], self.hidden_size, labels.size, dtype)
+        if first_call:
+            rng = check_random_state(self.random_state)
+            theta = layout.init(rng, self.activation)
+        else:
+            if self.coefs_[0].shape[1] != self.hidden_size:
+                raise ValueError(
+                    f"hidden_size={self.hidden_size} differs from the fitted "
+                    f"model's {self.coefs_[0].shape[1]}: warm_start and "
+                    "partial_fit need the same architecture. Set "
+                    "warm_start=False to fit a new model."
+                )
+            theta = layout.pack(*self.coefs_, *self.intercepts_)
+            rng = self._rng if incremental else check_random_state(self.random_state)
+        loss = TwoLayerLoss(layout, self.reg, self.penalize_bias, self.activation)
+
+        state = {"classes_": labels, "_rng": rng}
+        validation = self._validation_data(
+            X, y, sample_weight, validation, labels, rng, dtype, incremental
+        )
+        if validation is not None:
+            X, y, sample_weight = validation.pop("train")
+        callback = self._make_callback()
+
+        if self.solver == "lbfgs":
+            result = self._run_lbfgs(loss, theta, X, y, sample_weight, validation,
+                                     callback)
+            t = getattr(self, "t_", 0) if not first_call else 0
+            state["t_"] = t + result.n_iter * X.shape[0]
+        else:
+            result, solver_state = self._run_stochastic(
+                loss, theta, X, y, sample_weight, validation, callback, rng,
+                incremental, first_call,
+            )
+            state.update(solver_state, t_=result.samples_seen)
+
+        W1, W2, b1, b2 = layout.unpack(result.theta.copy())
+        state.update(
+            coefs_=[W1, W2],
+            intercepts_=[b1, b2],
+            n_outputs_=labels.size,
+            n_layers_=3,
+            out_activation_="softmax",
+        )
+        previous_curve = [] if first_call else list(self.loss_curve_)
+        curve = previous_curve + list(result.loss_curve)
+        if not curve:  # interrupted before the first iteration
+            curve = [loss.loss_gradient(result.theta, X, y, sample_weight)[0]]
+        state.update(
+            loss_curve_=curve,
+            loss_=curve[-1],
+            best_loss_=min(curve),
+            n_iter_=(getattr(self, "n_iter_", 0) if incremental and fitted else 0)
+            + result.n_iter,
+        )
+        if validation is not None:
+            state.update(
+                validation_scores_=validation["scores"],
+                validation_loss_curve_=validation["losses"],
+                best_validation_score_=max(validation["scores"], default=None),
+            )
+        else:
+            state.update(validation_scores_=None, validation_loss_curve_=None,
+                         best_validation_score_=None)
+        self.__dict__.update(state)
+        return self
+
+    def _encode_labels(self, y, first_call, incremental, classes):
+        """Class indices of ``y``, and the class labels."""
+        if not first_call:
+            labels = self.classes_
+        elif incremental:
+            if classes is None:
+                raise ValueError(
+                    "classes must be passed on the first call to partial_fit."
+                )
+            labels = unique_labels(classes)
+        else:
+            labels = unique_labels(y)
+        if labels.size < 2:
+            raise ValueError(
+                "TwoLayerSoftmaxClassifier needs at least 2 classes, got "
+                f"{labels.size} class: {labels.tolist()}."
+            )
+        return _label_indices(y, labels), labels
+
+    def _sample_weight(self, X, y, labels, sample_weight, incremental):
+        """Validated sample weights, times the class weights, in X's dtype."""
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True,
+            **({"allow_all_zero_weights": True} if incremental else {}),
+        )
+        if self.class_weight is not None:
+            if incremental and self.class_weight == "balanced":
+                raise ValueError(
+                    "class_weight='balanced' is not available in partial_fit, "
+                    "where the class frequencies are unknown. Pass a dict, e.g. "
+                    "from sklearn.utils.compute_class_weight on all the data."
+                )
+            present = labels[np.unique(y)] if self.class_weight == "balanced" else labels
+            weights = compute_class_weight(self.class_weight, classes=present,
+                                           y=labels[y])
+            per_class = np.ones(labels.size)
+            per_class[np.searchsorted(labels, present)] = weights
+            sample_weight *= per_class[y].astype(X.dtype)
+        return sample_weight
+
+    def _validation_data(self, X, y, sample_weight, validation, labels, rng,
+                         dtype, incremental):
+        """Validation set and score function, or None without validation."""
+        X_val, y_val, sw_val = validation
+        if X_val is None and y_val is not None or X_val is not None and y_val is None:
+            raise ValueError("X_val and y_val must be passed together.")
+        if X_val is None and not (self.early_stopping and not incremental):
+            return None
+        if X_val is None:
+            strat = y if np.bincount(y).min(initial=2) >= 2 else None
+            X, X_val, y, y_val, sample_weight, sw_val = train_test_split(
+                X, y, sample_weight, test_size=self.validation_fraction,
+                random_state=rng, stratify=strat,
+            )
+        else:
+            X_val, y_val = validate_data(
+                self, X_val, y_val, accept_sparse="csr", dtype=dtype, reset=False
+            )
+            check_classification_targets(y_val)
+            y_val = _label_indices(y_val, labels)
+            sw_val = _check_sample_weight(sw_val, X_val, dtype=dtype,
+                                          ensure_non_negative=True)
+        if sw_val.sum() <= 0:
+            raise ValueError(
+                "The validation samples all have zero weight; pass validation "
+                "data with positive weights or change random_state."
+            )
+        return {"train": (X, y, sample_weight), "X": X_val, "y": y_val,
+                "sw": sw_val, "scores": [], "losses": []}
+
+    def _score_function(self, loss, validation):
+        """``score(theta)``: validation accuracy, recording it and the loss."""
+        if validation is None:
+            return None
+
+        def score(theta):
+            val_loss, accuracy = loss.evaluate(
+                theta, validation["X"], validation["y"], validation["sw"]
+            )
+            validation["losses"].append(val_loss)
+            validation["scores"].append(accuracy)
+            return accuracy
+
+        return score
+
+    def _make_callback(self):
+        """Per-iteration hook: verbose output."""
+        if not self.verbose:
+            return None
+
+        def callback(iteration, loss, theta):
+            print(f"Iteration {iteration}, loss = {loss:.8f}")
+            return False
+
+        return callback
+
+    def _stopper(self, validation):
+        return _solvers.Stopper(self.tol, self.n_iter_no_change,
+                                higher_is_better=validation is not None)
+
+    def _run_lbfgs(self, loss, theta, X, y, sample_weight, validation, callback):
+        return _solvers.lbfgs(
+            loss.loss_gradient, theta, X, y, sample_weight,
+            max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
+            callback=callback, stopper=self._stopper(validation),
+            score=self._score_function(loss, validation),
+        )
+
+    def _run_stochastic(self, loss, theta, X, y, sample_weight, validation,
+                        callback, rng, incremental, first_call):
+        if incremental and not first_call:
+            # Work on copies, so that a failed call leaves the model as it was.
+            optimizer = copy.deepcopy(self._optimizer)
+            stopper = copy.deepcopy(self._stopper_state)
+            samples_seen = self.t_
+        else:
+            lr = self.learning_rate_init
+            if self.solver == "sgd":
+                optimizer = _solvers.SGD(
+                    0.02 if lr == "auto" else lr, self.momentum,
+                    self.nesterovs_momentum, self.learning_rate, self.power_t,
+                )
+            else:
+                optimizer = _solvers.Adam(
+                    0.002 if lr == "auto" else lr, self.beta_1, self.beta_2,
+                    self.epsilon, self.learning_rate, self.power_t,
+                )
+            stopper = self._stopper(validation)
+            samples_seen = 0
+        batch_size = 200 if self.batch_size == "auto" else self.batch_size
+        result = _solvers.stochastic(
+            loss.loss_gradient, theta, X, y, sample_weight,
+            optimizer=optimizer, batch_size=batch_size,
+            max_iter=1 if incremental else self.max_iter, rng=rng,
+            shuffle=self.shuffle, stopper=stopper,
+            score=self._score_function(loss, validation), callback=callback,
+            samples_seen=samples_seen, warn_on_max_iter=not incremental,
+        )
+        return result, {"_optimizer": optimizer, "_stopper_state": stopper}
+
+    # -------------------------------------------------------------- prediction
+    def _scores(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse="csr",
+                          dtype=[np.float64, np.float32], reset=False)
+        W1, W2 = self.coefs_
+        b1, b2 = self.intercepts_
+        return forward(W1, b1, W2, b2, X, self.activation)
+
+    def decision_function(self, X):
+        """Scores of the output layer, before the softmax.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            For two classes, the log-odds ``s_1 - s_0`` of ``classes_[1]``,
+            positive where it is predicted; otherwise one score per class.
+        """
+        scores = self._scores(X)
+        if scores.shape[1] == 2:
+            return scores[:, 1] - scores[:, 0]
+        return scores
+
+    def predict(self, X):
+        """Predict class labels.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input samples.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Predicted labels.
+        """
+        scores = self._scores(X)
+        return self.classes_[scores.argmax(axis=1)]
+
+    def predict_proba(self, X):
+        """Class probabilities, the softmax of the output scores.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities of the classes in the order of ``classes_``; two
+            columns for a binary problem.
+        """
+        return softmax(self._scores(X), axis=1)
+
+    def predict_log_proba(self, X):
+        """Logarithm of the class probabilities, computed stably.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input samples.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log-probabilities of the classes in the order of ``classes_``.
+        """
+        return log_softmax(self._scores(X), axis=1)

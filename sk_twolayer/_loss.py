@@ -1,0 +1,418 @@
+"""The maths of the two-layer network: forward pass, loss and backward pass.
+
+Everything here is a pure function of parameters and data (the only state is
+scratch memory that :class:`TwoLayerLoss` keeps between calls so that a
+training loop does not allocate). Nothing here knows about estimators.
+
+Notation follows the derivation the package is built on: ``N`` samples, ``D``
+features, ``H`` hidden units, ``C`` classes; ``W1`` (D, H), ``b1`` (H,),
+``W2`` (H, C), ``b2`` (C,).
+"""
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn import get_config
+from sklearn.utils import gen_batches
+
+from ._params import ParamLayout
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "logistic")
+
+# Slope of leaky_relu for negative pre-activations.
+LEAKY_SLOPE = 0.01
+
+# Upper bound on the scratch memory (MiB) used when the loss is evaluated over
+# many rows at once (full-batch L-BFGS). scikit-learn's ``working_memory``
+# config is respected when it is smaller.
+DEFAULT_WORKING_MEMORY = 64
+
+
+def _rows_in_budget(row_bytes, n_rows):
+    """How many rows of ``row_bytes`` fit in the scratch-memory budget."""
+    budget = min(get_config()["working_memory"], DEFAULT_WORKING_MEMORY) * 2**20
+    return int(min(max(1, budget // row_bytes), max(1, n_rows)))
+
+
+def _activate_inplace(A, activation):
+    """Overwrite the pre-activations ``A`` (N, H) with the hidden values h."""
+    if activation == "relu":
+        np.maximum(A, 0, out=A)
+    elif activation == "leaky_relu":
+        np.maximum(A, LEAKY_SLOPE * A, out=A)
+    elif activation == "tanh":
+        np.tanh(A, out=A)
+    else:  # logistic
+        # 1 / (1 + exp(-a)) written with tanh: exact and free of overflow.
+        A *= 0.5
+        np.tanh(A, out=A)
+        A += 1
+        A *= 0.5
+
+
+def _backprop_activation_inplace(dH, h, activation):
+    """Multiply dL/dh (N, H) by f'(f) in place, using only the forward value h.
+
+    Every supported activation has a derivative that is a function of its
+    output, so the pre-activations never need to be kept. ``h`` is consumed
+    (overwritten) in the process.
+    """
+    if activation == "relu":
+        # h >= 0, so sign(h) is exactly the mask 1(f > 0).
+        np.sign(h, out=h)
+    elif activation == "leaky_relu":
+        # sign(h) is 1 where f > 0 and -1 where f < 0; map it to 1 / slope.
+        np.sign(h, out=h)
+        h *= (1 - LEAKY_SLOPE) / 2
+        h += (1 + LEAKY_SLOPE) / 2
+    elif activation == "tanh":
+        # tanh' = 1 - h**2
+        np.square(h, out=h)
+        np.subtract(1, h, out=h)
+    else:  # logistic' = h * (1 - h)
+        dH *= h
+        np.subtract(1, h, out=h)
+    dH *= h
+
+
+class TwoLayerLoss:
+    r"""Loss and gradient of the two-layer softmax network on a flat vector.
+
+    The objective, for samples :math:`x_i` with labels :math:`y_i` and
+    weights :math:`w_i`, is
+
+    .. math::
+
+        L(\theta) = \frac{\sum_i w_i\,\ell_i}{\sum_i w_i}
+          + \lambda \left(\|W_1\|^2 + \|W_2\|^2 + \|b_1\|^2 + \|b_2\|^2\right),
+        \qquad
+        \ell_i = -\log \operatorname{softmax}(s_i)_{y_i},
+
+    with :math:`h_i = f(x_i W_1 + b_1)` and :math:`s_i = h_i W_2 + b_2`. The
+    bias terms of the penalty are dropped when ``penalize_bias=False``. Its
+    gradient is ``2 * reg * theta`` on the penalized entries plus the
+    backpropagated data term.
+
+    The parameters live in one flat vector laid out by
+    :class:`~sk_twolayer._params.ParamLayout` (weights first, then biases),
+    which is what :func:`scipy.optimize.minimize` and the stochastic update
+    rules work on. :meth:`loss_gradient` returns ``(loss, grad)`` exactly as
+    ``minimize(..., jac=True)`` expects.
+
+    Parameters
+    ----------
+    layout : ParamLayout
+        Shapes of the network.
+    reg : float
+        Strength :math:`\lambda` of the L2 penalty.
+    penalize_bias : bool
+        Whether the biases are penalized, as in the seed's objective.
+    activation : str
+        Hidden activation: one of ``"relu"``, ``"leaky_relu"``, ``"tanh"``,
+        ``"logistic"``.
+    block_rows : int or None
+        Number of rows evaluated at once. ``None`` derives it from a memory
+        budget so that a full-batch evaluation never needs scratch memory
+        proportional to N.
+    """
+
+    def __init__(self, layout, reg=0.0, penalize_bias=True, activation="relu",
+                 block_rows=None):
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {ACTIVATIONS}, got {activation!r}."
+            )
+        self.layout = layout
+        self.reg = float(reg)
+        self.penalize_bias = bool(penalize_bias)
+        self.activation = activation
+        self.block_rows = block_rows
+        self._buffers = {}
+
+    # ------------------------------------------------------------------ memory
+    def _rows_per_block(self, n_rows):
+        if self.block_rows is not None:
+            return max(1, int(self.block_rows))
+        H, C = self.layout.n_hidden, self.layout.n_classes
+        itemsize = np.dtype(self.layout.dtype).itemsize
+        # A (H) + dH (H) + S (C) per row, plus small per-row vectors.
+        row_bytes = (2 * H + C + 4) * itemsize
+        return _rows_in_budget(row_bytes, n_rows)
+
+    def _scratch(self, name, n_rows, n_cols):
+        """A C-contiguous (n_rows, n_cols) view of a buffer kept across calls."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape[0] < n_rows:
+            buf = np.empty((n_rows, n_cols), dtype=self.layout.dtype)
+            self._buffers[name] = buf
+        return buf[:n_rows]
+
+    # ------------------------------------------------------------- evaluation
+    def loss_gradient(self, theta, X, y, sample_weight=None, grad=None):
+        """Loss and gradient at ``theta``.
+
+        Parameters
+        ----------
+        theta : ndarray of shape (n_params,)
+            Packed parameters, in the layout's dtype.
+        X : {ndarray, sparse matrix} of shape (N, D)
+            Input, in the layout's dtype. Sparse input must be CSR.
+        y : ndarray of shape (N,)
+            Integer class indices in ``[0, C)``.
+        sample_weight : ndarray of shape (N,) or None
+            Non-negative weights, in the layout's dtype.
+        grad : ndarray of shape (n_params,) or None
+            Where to write the gradient; allocated when None.
+
+        Returns
+        -------
+        loss : float
+        grad : ndarray of shape (n_params,)
+        """
+        layout = self.layout
+        dtype = layout.dtype
+        W1, W2, b1, b2 = layout.unpack(theta)
+        if grad is None:
+            grad = np.empty_like(theta)
+        gW1, gW2, gb1, gb2 = layout.unpack(grad)
+        grad.fill(0)
+
+        N = X.shape[0]
+        if sample_weight is None:
+            weight_sum = float(N)
+        else:
+            weight_sum = float(sample_weight.sum(dtype=np.float64))
+        data_loss = 0.0
+        if N > 0 and weight_sum > 0:
+            # dL/ds_i = w_i (p_i - onehot(y_i)) / sum(w): fold 1 / sum(w) in once.
+            inv_weight_sum = dtype.type(1.0 / weight_sum)
+            for rows in gen_batches(N, self._rows_per_block(N)):
+                swb = None if sample_weight is None else sample_weight[rows]
+                data_loss += self._block(
+                    X[rows], y[rows], swb, inv_weight_sum,
+                    W1, W2, b1, b2, gW1, gW2, gb1, gb2,
+                )
+            data_loss /= weight_sum
+        # An empty batch, or one whose weights are all zero, carries no data
+        # term: only the penalty remains, which keeps minibatch training going.
+
+        # Penalty reg * ||theta_p||^2 and its gradient 2 * reg * theta_p, on
+        # the penalized prefix of the flat vector (weights, then biases).
+        penalized = theta[: layout.n_penalized(self.penalize_bias)]
+        reg_loss = 0.0
+        if self.reg:
+            reg_loss = self.reg * float(np.dot(penalized, penalized))
+            grad[: penalized.size] += dtype.type(2 * self.reg) * penalized
+        return data_loss + reg_loss, grad
+
+    def _block(self, Xb, yb, swb, inv_weight_sum, W1, W2, b1, b2,
+               gW1, gW2, gb1, gb2):
+        """Forward and backward pass over one block of rows.
+
+        Accumulates the gradient into ``gW1, gW2, gb1, gb2`` and returns the
+        weighted sum of the per-sample log losses in the block.
+        """
+        n = Xb.shape[0]
+        H, C = self.layout.n_hidden, self.layout.n_classes
+        rows = np.arange(n)
+
+        # ---- forward
+        A = self._scratch("A", n, H)  # (n, H): f, then h, then f'(f)
+        if sp.issparse(Xb):
+            A[...] = Xb @ W1  # sparse GEMM; X is never densified
+        else:
+            np.matmul(Xb, W1, out=A)
+        A += b1
+        _activate_inplace(A, self.activation)  # A = h
+        S = self._scratch("S", n, C)  # (n, C): scores, then softmax, then dscores
+        np.matmul(A, W2, out=S)
+        S += b2
+
+        # ---- log loss, stable for any size of score: shift by the row max
+        S -= S.max(axis=1, keepdims=True)
+        shifted_true = S[rows, yb]  # s_iy - max_i, (n,)
+        np.exp(S, out=S)
+        row_sum = S.sum(axis=1)  # in [1, C]: log never sees 0
+        losses = np.log(row_sum)
+        losses -= shifted_true  # l_i = log sum exp(s_i) - s_iy
+        S /= row_sum[:, None]  # S = softmax(s)
+
+        # ---- backward, reusing the forward values in place
+        # dscores = w_i (softmax - onehot) / sum(w)
+        S[rows, yb] -= 1
+        if swb is None:
+            S *= inv_weight_sum
+            block_loss = float(losses.sum(dtype=np.float64))
+        else:
+            scale = swb * inv_weight_sum
+            S *= scale[:, None]
+            block_loss = float(np.dot(swb, losses))
+        # dW2 = h^T dscores (H, C), db2 = sum_i dscores
+        gW2 += A.T @ S
+        gb2 += S.sum(axis=0)
+        # dh = dscores W2^T (n, H); df = dh * f'(f), f' read off h
+        dH = self._scratch("dH", n, H)
+        np.matmul(S, W2.T, out=dH)
+        _backprop_activation_inplace(dH, A, self.activation)
+        # dW1 = X^T df (D, H), db1 = sum_i df
+        gW1 += Xb.T @ dH
+        gb1 += dH.sum(axis=0)
+        return block_loss
+
+    def evaluate(self, theta, X, y, sample_weight=None):
+        """Weighted mean log loss (no penalty) and accuracy, from one forward pass."""
+        W1, W2, b1, b2 = self.layout.unpack(theta)
+        S = forward(W1, b1, W2, b2, X, self.activation)
+        correct = S.argmax(axis=1) == y
+        # log softmax(s)_y = s_y - logsumexp(s), shifted by the row max
+        S -= S.max(axis=1, keepdims=True)
+        losses = np.log(np.exp(S).sum(axis=1)) - S[np.arange(len(y)), y]
+        return (float(np.average(losses, weights=sample_weight)),
+                float(np.average(correct, weights=sample_weight)))
+
+
+def forward(W1, b1, W2, b2, X, activation="relu"):
+    """Scores of the network, ``f(X @ W1 + b1) @ W2 + b2``, shape (N, C).
+
+    Rows are processed in blocks so that the hidden layer never needs more
+    scratch memory than the working-memory budget.
+    """
+    N, (H, C) = X.shape[0], W2.shape
+    dtype = np.result_type(X.dtype, W1.dtype)
+    S = np.empty((N, C), dtype=dtype)
+    row_bytes = (H + C) * dtype.itemsize
+    for rows in gen_batches(N, _rows_in_budget(row_bytes, N)):
+        A = np.asarray(X[rows] @ W1)  # (n, H)
+        A += b1
+        _activate_inplace(A, activation)
+        np.matmul(A, W2, out=S[rows])
+        S[rows] += b2
+    return S
+
+
+def _check_param(name, value, shape, dtype):
+    value = np.asarray(value)
+    if value.shape != shape:
+        raise ValueError(
+            f"{name} has shape {value.shape}, but the other arguments need {shape}."
+        )
+    return np.asarray(value, dtype=dtype)
+
+
+def loss_and_gradient(W1, b1, W2, b2, X, y, reg=0.0, *, sample_weight=None,
+                      penalize_bias=True, activation="relu"):
+    r"""Loss and gradient of the two-layer softmax network.
+
+    The network maps a sample :math:`x` (a row of ``X``) to class
+    probabilities through one hidden layer:
+
+    .. math::
+
+        h = f(x W_1 + b_1), \qquad s = h W_2 + b_2, \qquad
+        p = \operatorname{softmax}(s),
+
+    with :math:`f(a) = \max(0, a)` by default. The objective is the mean log
+    loss plus an L2 penalty on all four parameters,
+
+    .. math::
+
+        L = \frac{\sum_i w_i\,(-\log p_{i y_i})}{\sum_i w_i}
+            + \lambda \left(\|W_1\|^2 + \|W_2\|^2 + \|b_1\|^2 + \|b_2\|^2\right),
+
+    where :math:`w_i = 1` without ``sample_weight`` and the bias terms are
+    dropped with ``penalize_bias=False``. The backward pass reuses the values
+    of the forward pass: the softmax becomes :math:`\partial L/\partial s`
+    in place and the activation's derivative is read off :math:`h`.
+
+    Parameters
+    ----------
+    W1 : array-like of shape (D, H)
+        First-layer weights.
+    b1 : array-like of shape (H,)
+        First-layer bias.
+    W2 : array-like of shape (H, C)
+        Second-layer weights.
+    b2 : array-like of shape (C,)
+        Second-layer bias.
+    X : {array-like, sparse matrix} of shape (N, D)
+        Input samples. Sparse input is used as CSR without being densified.
+    y : array-like of shape (N,)
+        Class indices, integers in ``[0, C)``.
+    reg : float, default=0.0
+        Strength :math:`\lambda` of the L2 penalty.
+    sample_weight : array-like of shape (N,), default=None
+        Non-negative sample weights. The data term is their weighted mean.
+    penalize_bias : bool, default=True
+        Whether ``b1`` and ``b2`` are penalized.
+    activation : {"relu", "leaky_relu", "tanh", "logistic"}, default="relu"
+        Hidden-layer activation :math:`f`.
+
+    Returns
+    -------
+    loss : float
+        Value of the objective.
+    grads : dict
+        Gradients with keys ``"W1"``, ``"b1"``, ``"W2"``, ``"b2"``, each with
+        the shape of its parameter. The dtype is float32 when ``X`` is
+        float32 and float64 otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_twolayer import loss_and_gradient
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(5, 3))
+    >>> y = np.array([0, 1, 2, 1, 0])
+    >>> W1, b1 = np.zeros((3, 4)), np.zeros(4)
+    >>> W2, b2 = np.zeros((4, 3)), np.zeros(3)
+    >>> loss, grads = loss_and_gradient(W1, b1, W2, b2, X, y, reg=0.1)
+    >>> round(loss, 6) == round(np.log(3), 6)  # uniform prediction
+    True
+    >>> sorted(grads), grads["W1"].shape
+    (['W1', 'W2', 'b1', 'b2'], (3, 4))
+    """
+    if sp.issparse(X):
+        X = sp.csr_array(X)
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
+    else:
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
+    dtype = X.dtype
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-dimensional, got shape {X.shape}.")
+    W1 = np.asarray(W1)
+    if W1.ndim != 2:
+        raise ValueError(f"W1 must be 2-dimensional, got shape {W1.shape}.")
+    W2 = np.asarray(W2)
+    if W2.ndim != 2:
+        raise ValueError(f"W2 must be 2-dimensional, got shape {W2.shape}.")
+    D, H = W1.shape
+    C = W2.shape[1]
+    if X.shape[1] != D:
+        raise ValueError(f"X has {X.shape[1]} features, but W1 expects {D}.")
+    layout = ParamLayout(D, H, C, dtype)
+    theta = layout.pack(
+        _check_param("W1", W1, (D, H), dtype),
+        _check_param("W2", W2, (H, C), dtype),
+        _check_param("b1", b1, (H,), dtype),
+        _check_param("b2", b2, (C,), dtype),
+    )
+    y = np.asarray(y)
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}.")
+    if y.size and (
+        not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= C
+    ):
+        raise ValueError(f"y must hold integer class indices in [0, {C}).")
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=dtype)
+        if sample_weight.shape != (X.shape[0],):
+            raise ValueError(
+                f"sample_weight must have shape ({X.shape[0]},), "
+                f"got {sample_weight.shape}."
+            )
+    loss_fn = TwoLayerLoss(layout, reg, penalize_bias, activation)
+    loss, grad = loss_fn.loss_gradient(theta, X, y, sample_weight)
+    gW1, gW2, gb1, gb2 = layout.unpack(grad)
+    return loss, {"W1": gW1, "b1": gb1, "W2": gW2, "b2": gb2}

@@ -1,0 +1,484 @@
+"""Optimizers for a loss given as ``fun(theta, X, y, sample_weight) -> (loss, grad)``.
+
+The solvers know a loss-and-gradient function on a flat parameter vector and
+nothing else: not the network, not the estimator. Two drivers share one
+interface for progress and stopping:
+
+- :func:`lbfgs` hands the function to :func:`scipy.optimize.minimize`
+  (L-BFGS-B) on the full batch;
+- :func:`stochastic` runs epochs of minibatch updates with one of the small
+  update rules :class:`SGD` (momentum, Nesterov) or :class:`Adam`.
+
+Both call ``callback(iteration, loss, theta)`` once per iteration (L-BFGS)
+or epoch (stochastic); a true return value stops training. Both keep the
+best weights seen so far, which is what they return when a
+:class:`KeyboardInterrupt` or early stopping ends training.
+"""
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import minimize
+from sklearn.exceptions import ConvergenceWarning
+
+
+class DivergenceError(ValueError):
+    """Training produced a non-finite loss or non-finite weights."""
+
+
+def _diverged(where, hint):
+    return DivergenceError(
+        f"Training diverged: the loss became non-finite {where}. No weights "
+        f"were kept from this fit. {hint}"
+    )
+
+
+# --------------------------------------------------------------- update rules
+class SGD:
+    """Minibatch SGD with (Nesterov) momentum and a learning-rate schedule.
+
+    With velocity ``v`` the update is ``v <- momentum * v - lr * g`` and then
+    ``theta <- theta + v`` (classical) or
+    ``theta <- theta + momentum * v - lr * g`` (Nesterov, in the
+    reformulation of Sutskever et al., 2013).
+
+    Parameters
+    ----------
+    learning_rate_init : float
+    momentum : float
+    nesterov : bool
+    schedule : {"constant", "invscaling", "adaptive"}
+        ``invscaling`` sets ``lr = learning_rate_init / (t + 1) ** power_t``
+        at the end of each epoch, ``t`` being the number of samples seen;
+        ``adaptive`` is driven by :class:`Stopper` (lr / 5 on a plateau).
+    power_t : float
+    """
+
+    def __init__(self, learning_rate_init=0.01, momentum=0.9, nesterov=True,
+                 schedule="constant", power_t=0.5):
+        self.learning_rate_init = learning_rate_init
+        self.learning_rate = learning_rate_init
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.schedule = schedule
+        self.power_t = power_t
+        self._velocity = None
+
+    def step(self, theta, grad):
+        """Update ``theta`` in place; ``grad`` may be overwritten."""
+        if self._velocity is None:
+            self._velocity = np.zeros_like(theta)
+        v, mu = self._velocity, self.momentum
+        grad *= -self.learning_rate  # grad now holds -lr * g
+        if mu:
+            v *= mu
+            v += grad
+            if self.nesterov:
+                grad += mu * v
+                theta += grad
+            else:
+                theta += v
+        else:
+            theta += grad
+
+    def end_epoch(self, samples_seen):
+        if self.schedule == "invscaling":
+            self.learning_rate = (
+                self.learning_rate_init / (samples_seen + 1) ** self.power_t
+            )
+
+
+class Adam:
+    """Adam (Kingma and Ba, 2015) with bias-corrected step size.
+
+    Parameters
+    ----------
+    learning_rate_init : float
+    beta_1, beta_2 : float
+        Decay rates of the first and second moment estimates.
+    epsilon : float
+        Added to the root of the second moment for stability.
+    schedule, power_t :
+        As for :class:`SGD`; the schedule scales the base step size.
+    """
+
+    def __init__(self, learning_rate_init=0.001, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, schedule="constant", power_t=0.5):
+        self.learning_rate_init = learning_rate_init
+        self.learning_rate = learning_rate_init
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.schedule = schedule
+        self.power_t = power_t
+        self.n_steps = 0
+        self._m = self._v = self._tmp = None
+
+    def step(self, theta, grad):
+        if self._m is None:
+            self._m = np.zeros_like(theta)
+            self._v = np.zeros_like(theta)
+            self._tmp = np.empty_like(theta)
+        self.n_steps += 1
+        b1, b2, m, v, tmp = self.beta_1, self.beta_2, self._m, self._v, self._tmp
+        m *= b1
+        m += (1 - b1) * grad
+        np.square(grad, out=grad)
+        v *= b2
+        v += (1 - b2) * grad
+        lr = (self.learning_rate * np.sqrt(1 - b2 ** self.n_steps)
+              / (1 - b1 ** self.n_steps))
+        np.sqrt(v, out=tmp)
+        tmp += self.epsilon
+        np.divide(m, tmp, out=tmp)
+        tmp *= -lr
+        theta += tmp
+
+    end_epoch = SGD.end_epoch
+
+
+# ------------------------------------------------------------------- stopping
+class Stopper:
+    """Tracks the best value of a monitored quantity and when to stop.
+
+    The quantity is the training loss (lower is better) or a validation score
+    (higher is better). An iteration that fails to improve on the best by
+    ``tol`` counts as no improvement; ``n_iter_no_change`` of them in a row
+    end training, or, with the adaptive schedule, divide the learning rate by
+    5 until it falls below 1e-6. The weights at the best value are kept.
+
+    Parameters
+    ----------
+    tol : float
+    n_iter_no_change : int
+    higher_is_better : bool
+    """
+
+    def __init__(self, tol, n_iter_no_change, higher_is_better=False):
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.best = -np.inf
+        self.best_theta = None
+        self.no_improvement_count = 0
+
+    @property
+    def best_value(self):
+        return self.sign * self.best
+
+    def update(self, value, theta):
+        """Record ``value`` at ``theta``; return True when training should stop."""
+        signed = self.sign * value
+        if signed < self.best + self.tol:
+            self.no_improvement_count += 1
+        else:
+            self.no_improvement_count = 0
+        if signed > self.best:
+            self.best = signed
+            if self.best_theta is None:
+                self.best_theta = theta.copy()
+            else:
+                self.best_theta[...] = theta
+        return self.no_improvement_count > self.n_iter_no_change
+
+    def plateau_message(self, what):
+        return (
+            f"{what} did not improve more than tol={self.tol} for "
+            f"{self.n_iter_no_change} consecutive iterations."
+        )
+
+
+class Result:
+    """What a solver returns.
+
+    Attributes
+    ----------
+    theta : ndarray
+        Final weights (the best ones when early stopping or an interrupt
+        ended training).
+    loss_curve : list of float
+        Training loss at each iteration or epoch.
+    n_iter : int
+    converged : bool
+        Whether a stopping criterion, rather than the iteration budget, ended
+        training.
+    message : str
+    interrupted : bool
+        Whether a KeyboardInterrupt ended training.
+    """
+
+    def __init__(self, theta, loss_curve, n_iter, converged, message,
+                 interrupted=False):
+        self.theta = theta
+        self.loss_curve = loss_curve
+        self.n_iter = n_iter
+        self.converged = converged
+        self.message = message
+        self.interrupted = interrupted
+
+
+def _warn_interrupted(n_iter):
+    warnings.warn(
+        f"Training was interrupted by the user after {n_iter} iterations; the "
+        "model keeps the best weights found so far.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+# ---------------------------------------------------------------------- L-BFGS
+def lbfgs(fun, theta0, X, y, sample_weight=None, *, max_iter=200, max_fun=15000,
+          tol=1e-4, callback=None, stopper=None, score=None):
+    """Minimize ``fun`` over the full batch with scipy's L-BFGS-B.
+
+    scipy keeps its iterate in float64; the function is evaluated in the
+    dtype of ``theta0`` (float32 stays float32 over the data) and its
+    gradient is handed back to scipy in float64.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(theta, X, y, sample_weight) -> (loss, grad)``.
+    theta0 : ndarray
+        Starting point; its dtype is the working dtype.
+    X, y, sample_weight :
+        The data, passed through to ``fun``.
+    max_iter, max_fun : int
+        scipy's ``maxiter`` and ``maxfun``.
+    tol : float
+        scipy's ``gtol``: stop when every entry of the projected gradient is
+        below it.
+    callback : callable or None
+        ``callback(iteration, loss, theta) -> stop``, once per iteration.
+    stopper : Stopper or None
+        With ``score``: early stopping on a validation score per iteration.
+    score : callable or None
+        ``score(theta) -> float``, higher is better.
+
+    Returns
+    -------
+    Result
+    """
+    dtype = theta0.dtype
+    work = np.empty_like(theta0)
+    grad = np.empty_like(theta0)
+
+    def fun64(x):
+        np.copyto(work, x, casting="same_kind")
+        loss, g = fun(work, X, y, sample_weight, grad=grad)
+        if not np.isfinite(loss):
+            # Let L-BFGS-B's line search back off from a non-finite point.
+            return np.inf, np.zeros_like(x)
+        return loss, g.astype(np.float64, copy=dtype != np.float64)
+
+    loss_curve = []
+    last = {"x": theta0.astype(np.float64), "stop_reason": None}
+
+    def on_iteration(intermediate_result):
+        x = intermediate_result.x
+        loss = float(intermediate_result.fun)
+        loss_curve.append(loss)
+        last["x"] = x
+        theta = x.astype(dtype, copy=True)
+        stop = False
+        if stopper is not None and score is not None:
+            if stopper.update(score(theta), theta):
+                last["stop_reason"] = stopper.plateau_message("Validation score")
+                stop = True
+        if callback is not None and callback(len(loss_curve), loss, theta):
+            last["stop_reason"] = last["stop_reason"] or "Stopped by a callback."
+            stop = True
+        if stop:
+            raise StopIteration
+
+    interrupted = False
+    try:
+        res = minimize(
+            fun64,
+            theta0.astype(np.float64),
+            method="L-BFGS-B",
+            jac=True,
+            callback=on_iteration,
+            options={"maxiter": max_iter, "maxfun": max_fun, "gtol": tol},
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+        res = None
+    n_iter = len(loss_curve)
+
+    if interrupted:
+        _warn_interrupted(n_iter)
+        theta = last["x"].astype(dtype)
+        if stopper is not None and stopper.best_theta is not None:
+            theta = stopper.best_theta
+        return Result(theta, loss_curve, n_iter, False, "interrupted", True)
+
+    if not np.isfinite(res.fun) or not np.all(np.isfinite(res.x)):
+        raise _diverged(
+            "in L-BFGS",
+            "Scale the features (e.g. with StandardScaler) or increase reg.",
+        )
+    theta = res.x.astype(dtype)
+    converged = res.status != 1
+    message = last["stop_reason"] or str(res.message)
+    if stopper is not None and score is not None and stopper.best_theta is not None:
+        theta = stopper.best_theta
+    if not converged:
+        warnings.warn(
+            f"L-BFGS did not converge: {res.message}. Increase max_iter "
+            f"(currently {max_iter}) or max_fun (currently {max_fun}), or "
+            "scale the features, e.g. with StandardScaler.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return Result(theta, loss_curve, n_iter, converged, message)
+
+
+# ------------------------------------------------------------------ stochastic
+class BatchGatherer:
+    """Copies the rows of a minibatch into a buffer kept across batches."""
+
+    def __init__(self, X):
+        self.X = X
+        self._buf = None
+
+    def __call__(self, idx):
+        X = self.X
+        if sp.issparse(X):
+            return X[idx]
+        if self._buf is None or self._buf.shape[0] < idx.size:
+            self._buf = np.empty((idx.size, X.shape[1]), dtype=X.dtype)
+        out = self._buf[: idx.size]
+        np.take(X, idx, axis=0, out=out)
+        return out
+
+
+def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
+               max_iter, rng, shuffle=True, stopper, score=None, callback=None,
+               samples_seen=0, warn_on_max_iter=True):
+    """Run up to ``max_iter`` epochs of minibatch updates on ``theta`` in place.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(theta, X, y, sample_weight, grad=None) -> (loss, grad)``.
+    theta : ndarray
+        Updated in place.
+    X, y, sample_weight :
+        The training data.
+    optimizer : SGD or Adam
+    batch_size : int
+    max_iter : int
+        Number of epochs.
+    rng : numpy.random.RandomState
+        Source of the per-epoch shuffles.
+    shuffle : bool
+    stopper : Stopper
+        Decides when to stop, on the training loss or, with ``score``, on a
+        validation score.
+    score : callable or None
+        ``score(theta) -> float`` evaluated after each epoch.
+    callback : callable or None
+        ``callback(epoch, loss, theta) -> stop`` after each epoch.
+    samples_seen : int
+        Samples seen before this call, for the ``invscaling`` schedule.
+    warn_on_max_iter : bool
+        Whether to emit a ConvergenceWarning when ``max_iter`` is reached.
+
+    Returns
+    -------
+    result : Result
+        Its ``validation_scores`` attribute lists the scores, and
+        ``samples_seen`` the updated count.
+    """
+    n = X.shape[0]
+    batch_size = int(np.clip(batch_size, 1, n))
+    gather = BatchGatherer(X)
+    grad = np.empty_like(theta)
+    order = np.arange(n)
+    weight_total = n if sample_weight is None else float(sample_weight.sum())
+    adaptive = getattr(optimizer, "schedule", "constant") == "adaptive"
+    loss_curve, validation_scores = [], []
+    converged, message, interrupted = False, "", False
+    what = "Validation score" if score is not None else "Training loss"
+
+    full_batch = batch_size >= n
+    try:
+        for epoch in range(max_iter):
+            if shuffle and not full_batch:
+                rng.shuffle(order)
+            epoch_loss = 0.0
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                if full_batch:
+                    Xb, yb, swb = X, y, sample_weight
+                else:
+                    Xb, yb = gather(idx), y[idx]
+                    swb = None if sample_weight is None else sample_weight[idx]
+                loss, g = fun(theta, Xb, yb, swb, grad=grad)
+                if not np.isfinite(loss):
+                    raise _diverged(
+                        f"in epoch {epoch + 1}",
+                        "Lower learning_rate_init (currently "
+                        f"{optimizer.learning_rate_init}) or scale the "
+                        "features, e.g. with StandardScaler.",
+                    )
+                optimizer.step(theta, g)
+                # The epoch loss is the weighted mean of the batch losses.
+                epoch_loss += loss * (idx.size if swb is None else float(swb.sum()))
+                samples_seen += idx.size
+            epoch_loss /= weight_total if weight_total > 0 else 1.0
+            if not np.all(np.isfinite(theta)):
+                raise _diverged(
+                    f"in epoch {epoch + 1}",
+                    "Lower learning_rate_init (currently "
+                    f"{optimizer.learning_rate_init}) or scale the features, "
+                    "e.g. with StandardScaler.",
+                )
+            loss_curve.append(epoch_loss)
+            optimizer.end_epoch(samples_seen)
+
+            if score is not None:
+                validation_scores.append(score(theta))
+                plateau = stopper.update(validation_scores[-1], theta)
+            else:
+                plateau = stopper.update(epoch_loss, theta)
+            stop_by_callback = callback is not None and callback(
+                epoch + 1, epoch_loss, theta
+            )
+            if plateau:
+                if adaptive and optimizer.learning_rate > 1e-6:
+                    optimizer.learning_rate /= 5.0
+                    stopper.no_improvement_count = 0
+                else:
+                    converged = True
+                    message = stopper.plateau_message(what)
+                    if adaptive:
+                        message += " Learning rate too small."
+                    break
+            if stop_by_callback:
+                converged, message = True, "Stopped by a callback."
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        message = "interrupted"
+        _warn_interrupted(len(loss_curve))
+
+    n_iter = len(loss_curve)
+    if (score is not None or interrupted) and stopper.best_theta is not None:
+        # Early stopping and interrupts return the best weights seen.
+        theta[...] = stopper.best_theta
+    if not converged and not interrupted and warn_on_max_iter:
+        message = f"Maximum iterations ({max_iter}) reached."
+        warnings.warn(
+            f"Stochastic optimizer: maximum iterations ({max_iter}) reached "
+            "and the optimization has not converged yet. Increase max_iter "
+            "or learning_rate_init.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    result = Result(theta, loss_curve, n_iter, converged, message, interrupted)
+    result.validation_scores = validation_scores
+    result.samples_seen = samples_seen
+    return result
