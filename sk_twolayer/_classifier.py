@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -19,9 +20,23 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+try:  # scikit-learn >= 1.9: the callback API (set_callbacks, ProgressBar, ...)
+    from sklearn.callback import CallbackSupportMixin
+except ImportError:  # pragma: no cover - older scikit-learn has no callbacks
+
+    class CallbackSupportMixin:
+        """Stand-in on scikit-learn < 1.9, which has no callback API."""
+
+
 from . import _solvers
 from ._loss import ACTIVATIONS, TwoLayerLoss, forward
 from ._params import ParamLayout
+
+
+# Below this many held-out samples, a validation accuracy moves in steps too
+# coarse to detect improvement, so early stopping is switched off with a
+# warning (it would also make tiny fits depend on which rows were held out).
+MIN_VALIDATION_SAMPLES = 10
 
 
 @contextlib.contextmanager
@@ -53,11 +68,77 @@ def _label_indices(y, labels):
     return np.searchsorted(labels, y)
 
 
-def _stochastic_solver(est):
-    return est.solver in ("sgd", "adam")
+def _partial_fit_available(est):
+    """partial_fit exists exactly where it can work; the error says why not."""
+    if est.solver not in ("sgd", "adam"):
+        raise AttributeError(
+            "partial_fit is only available for solver='sgd' or solver='adam', "
+            f"not solver={est.solver!r}."
+        )
+    if isinstance(est.class_weight, str) and est.class_weight == "balanced":
+        raise AttributeError(
+            "partial_fit is not available with class_weight='balanced': the "
+            "class frequencies of the whole data are unknown to a single call. "
+            "Pass a dict, e.g. from sklearn.utils.class_weight.compute_class_weight."
+        )
+    return True
 
 
-class TwoLayerSoftmaxClassifier(ClassifierMixin, BaseEstimator):
+class _IterationHook:
+    """Per-iteration progress: verbose output and scikit-learn's callbacks.
+
+    Scikit-learn's callback API sees one task per fit with one subtask per
+    iteration (L-BFGS) or epoch (stochastic solvers). As in scikit-learn's
+    own L-BFGS bridge, each iteration's subtask begins when the previous one
+    ends, and the one left over at the end is closed as an empty task.
+    """
+
+    def __init__(self, estimator, X, y, metadata, max_iter, unpack, extra_attrs):
+        self.estimator = estimator
+        self.verbose = estimator.verbose
+        self.X, self.y, self.metadata = X, y, metadata
+        self.unpack = unpack
+        self.extra_attrs = extra_attrs
+        self.ctx = self.iter_ctx = None
+        if hasattr(estimator, "_init_callback_context"):
+            self.ctx = estimator._init_callback_context(max_subtasks=max_iter + 1)
+            self.ctx.call_on_fit_task_begin(estimator=estimator, X=X, y=y,
+                                            metadata=metadata)
+            self.iter_ctx = self._begin()
+
+    def _begin(self):
+        ctx = self.ctx.subcontext(task_name="iteration")
+        ctx.call_on_fit_task_begin(estimator=self.estimator, X=self.X, y=self.y,
+                                   metadata=self.metadata)
+        return ctx
+
+    def _attributes(self, theta):
+        W1, W2, b1, b2 = self.unpack(theta.copy())
+        return {"coefs_": [W1, W2], "intercepts_": [b1, b2], **self.extra_attrs}
+
+    def __call__(self, iteration, loss, theta):
+        if self.verbose:
+            print(f"Iteration {iteration}, loss = {loss:.8f}")
+        if self.ctx is None:
+            return False
+        stop = self.iter_ctx.call_on_fit_task_end(
+            estimator=self.estimator, X=self.X, y=self.y, metadata=self.metadata,
+            reconstruction_attributes=lambda: self._attributes(theta),
+        )
+        self.iter_ctx = self._begin()
+        return stop
+
+    def close(self, state):
+        if self.ctx is None:
+            return
+        self.iter_ctx.call_on_fit_task_end(estimator=self.estimator)
+        self.ctx.call_on_fit_task_end(
+            estimator=self.estimator, X=self.X, y=self.y, metadata=self.metadata,
+            reconstruction_attributes=state,
+        )
+
+
+class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstimator):
     r"""Two-layer neural network: one hidden layer and a softmax output.
 
     The model maps a sample :math:`x` to class probabilities
@@ -333,7 +414,7 @@ class TwoLayerSoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 validation=(X_val, y_val, sample_weight_val),
             )
 
-    @available_if(_stochastic_solver)
+    @available_if(_partial_fit_available)
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Run one epoch of the stochastic solver over the given data.
@@ -409,7 +490,11 @@ class TwoLayerSoftmaxClassifier(ClassifierMixin, BaseEstimator):
         )
         if validation is not None:
             X, y, sample_weight = validation.pop("train")
-        callback = self._make_callback()
+        callback = _IterationHook(
+            self, X, y, {"sample_weight": sample_weight},
+            1 if incremental else self.max_iter, layout.unpack,
+            {"classes_": labels, "n_outputs_": labels.size},
+        )
 
         if self.solver == "lbfgs":
             result = self._run_lbfgs(loss, theta, X, y, sample_weight, validation,
@@ -439,8 +524,7 @@ class TwoLayerSoftmaxClassifier(ClassifierMixin, BaseEstimator):
             loss_curve_=curve,
             loss_=curve[-1],
             best_loss_=min(curve),
-            n_iter_=(getattr(self, "n_iter_", 0) if incremental and fitted else 0)
-            + result.n_iter,
+            n_iter_=(0 if first_call else self.n_iter_) + result.n_iter,
         )
         if validation is not None:
             state.update(
@@ -452,6 +536,7 @@ class TwoLayerSoftmaxClassifier(ClassifierMixin, BaseEstimator):
             state.update(validation_scores_=None, validation_loss_curve_=None,
                          best_validation_score_=None)
         self.__dict__.update(state)
+        callback.close(state)
         return self
 
     def _encode_labels(self, y, first_call, incremental, classes):
@@ -480,15 +565,14 @@ class TwoLayerSoftmaxClassifier(ClassifierMixin, BaseEstimator):
             **({"allow_all_zero_weights": True} if incremental else {}),
         )
         if self.class_weight is not None:
-            if incremental and self.class_weight == "balanced":
-                raise ValueError(
-                    "class_weight='balanced' is not available in partial_fit, "
-                    "where the class frequencies are unknown. Pass a dict, e.g. "
-                    "from sklearn.utils.compute_class_weight on all the data."
-                )
-            present = labels[np.unique(y)] if self.class_weight == "balanced" else labels
+            # "balanced" weighs the classes that carry weight; a class with
+            # none keeps weight 1, which multiplies zeros anyway.
+            balanced = isinstance(self.class_weight, str)
+            present = labels[np.unique(y[sample_weight > 0])] if balanced else labels
+            # Class frequencies are weighted by sample_weight, so that integer
+            # weights stay equivalent to repeated samples.
             weights = compute_class_weight(self.class_weight, classes=present,
-                                           y=labels[y])
+                                           y=labels[y], sample_weight=sample_weight)
             per_class = np.ones(labels.size)
             per_class[np.searchsorted(labels, present)] = weights
             sample_weight *= per_class[y].astype(X.dtype)
@@ -503,10 +587,24 @@ class TwoLayerSoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if X_val is None and not (self.early_stopping and not incremental):
             return None
         if X_val is None:
-            strat = y if np.bincount(y).min(initial=2) >= 2 else None
+            n_val = int(np.ceil(self.validation_fraction * X.shape[0]))
+            if n_val < MIN_VALIDATION_SAMPLES:
+                warnings.warn(
+                    f"early_stopping is ignored: validation_fraction="
+                    f"{self.validation_fraction} of {X.shape[0]} samples holds out "
+                    f"{n_val}, fewer than the {MIN_VALIDATION_SAMPLES} needed for "
+                    "a meaningful validation score. Raise validation_fraction or "
+                    "pass X_val and y_val.",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                return None
+            # Stratify whenever every class can be represented on both sides.
+            counts = np.bincount(y, minlength=labels.size)
+            can_stratify = counts[counts > 0].min() >= 2 and n_val >= np.sum(counts > 0)
             X, X_val, y, y_val, sample_weight, sw_val = train_test_split(
-                X, y, sample_weight, test_size=self.validation_fraction,
-                random_state=rng, stratify=strat,
+                X, y, sample_weight, test_size=n_val, random_state=rng,
+                stratify=y if can_stratify else None,
             )
         else:
             X_val, y_val = validate_data(
@@ -538,17 +636,6 @@ class TwoLayerSoftmaxClassifier(ClassifierMixin, BaseEstimator):
             return accuracy
 
         return score
-
-    def _make_callback(self):
-        """Per-iteration hook: verbose output."""
-        if not self.verbose:
-            return None
-
-        def callback(iteration, loss, theta):
-            print(f"Iteration {iteration}, loss = {loss:.8f}")
-            return False
-
-        return callback
 
     def _stopper(self, validation):
         return _solvers.Stopper(self.tol, self.n_iter_no_change,

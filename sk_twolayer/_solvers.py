@@ -69,13 +69,17 @@ class SGD:
         """Update ``theta`` in place; ``grad`` may be overwritten."""
         if self._velocity is None:
             self._velocity = np.zeros_like(theta)
+            self._tmp = np.empty_like(theta) if self.nesterov else None
         v, mu = self._velocity, self.momentum
         grad *= -self.learning_rate  # grad now holds -lr * g
         if mu:
             v *= mu
             v += grad
             if self.nesterov:
-                grad += mu * v
+                # theta += mu * v - lr * g, through a kept buffer: no
+                # temporary of theta's size per minibatch.
+                np.multiply(v, mu, out=self._tmp)
+                theta += self._tmp
                 theta += grad
             else:
                 theta += v
@@ -122,11 +126,15 @@ class Adam:
             self._tmp = np.empty_like(theta)
         self.n_steps += 1
         b1, b2, m, v, tmp = self.beta_1, self.beta_2, self._m, self._v, self._tmp
+        # m <- b1 m + (1 - b1) g and v <- b2 v + (1 - b2) g^2, without
+        # temporaries of theta's size (grad is overwritten).
         m *= b1
-        m += (1 - b1) * grad
+        np.multiply(grad, 1 - b1, out=tmp)
+        m += tmp
         np.square(grad, out=grad)
+        grad *= 1 - b2
         v *= b2
-        v += (1 - b2) * grad
+        v += grad
         lr = (self.learning_rate * np.sqrt(1 - b2 ** self.n_steps)
               / (1 - b1 ** self.n_steps))
         np.sqrt(v, out=tmp)
@@ -228,6 +236,9 @@ def _warn_interrupted(n_iter):
 
 
 # ---------------------------------------------------------------------- L-BFGS
+# Overflow in a diverging run is detected from the non-finite loss and
+# reported as a DivergenceError, so numpy's own warnings are silenced here.
+@np.errstate(over="ignore", invalid="ignore")
 def lbfgs(fun, theta0, X, y, sample_weight=None, *, max_iter=200, max_fun=15000,
           tol=1e-4, callback=None, stopper=None, score=None):
     """Minimize ``fun`` over the full batch with scipy's L-BFGS-B.
@@ -354,6 +365,7 @@ class BatchGatherer:
         return out
 
 
+@np.errstate(over="ignore", invalid="ignore")
 def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
                max_iter, rng, shuffle=True, stopper, score=None, callback=None,
                samples_seen=0, warn_on_max_iter=True):
@@ -413,6 +425,11 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
                 idx = order[start:start + batch_size]
                 if full_batch:
                     Xb, yb, swb = X, y, sample_weight
+                elif not shuffle:
+                    # Rows in order: the batch is a view, nothing is copied.
+                    rows = slice(start, start + batch_size)
+                    Xb, yb = X[rows], y[rows]
+                    swb = None if sample_weight is None else sample_weight[rows]
                 else:
                     Xb, yb = gather(idx), y[idx]
                     swb = None if sample_weight is None else sample_weight[idx]

@@ -6,9 +6,15 @@ from sk_twolayer import TwoLayerSoftmaxClassifier
 
 ESTIMATORS = [
     TwoLayerSoftmaxClassifier(),
-    TwoLayerSoftmaxClassifier(solver="lbfgs"),
-    TwoLayerSoftmaxClassifier(solver="sgd"),
-    TwoLayerSoftmaxClassifier(solver="adam"),
+    *(TwoLayerSoftmaxClassifier(solver=solver) for solver in ("lbfgs", "sgd", "adam")),
+    *(TwoLayerSoftmaxClassifier(solver=solver, early_stopping=True)
+      for solver in ("lbfgs", "sgd", "adam")),
+    TwoLayerSoftmaxClassifier(class_weight="balanced"),
+    TwoLayerSoftmaxClassifier(solver="sgd", class_weight="balanced"),
+    *(TwoLayerSoftmaxClassifier(activation=activation)
+      for activation in ("leaky_relu", "tanh", "logistic")),
+    TwoLayerSoftmaxClassifier(solver="sgd", learning_rate="adaptive"),
+    TwoLayerSoftmaxClassifier(penalize_bias=False),
 ]
 
 
