@@ -1,0 +1,200 @@
+"""The solvers on their own: they see a function of a flat vector, nothing else."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from sk_twolayer import _solvers
+
+
+def _quadratic(dtype=np.float64, dim=6):
+    """A weighted least-squares problem whose minimizer is known exactly.
+
+    ``fun(theta, X, y, sw)`` is the weighted mean of ``(x_i . theta - y_i)**2``
+    over the rows given, the form the solvers expect from the network's loss.
+    """
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, dim)).astype(dtype)
+    theta_star = np.linspace(-1, 1, dim).astype(dtype)
+    y = X @ theta_star
+
+    def fun(theta, Xb, yb, swb=None, grad=None):
+        r = Xb @ theta - yb
+        w = np.ones(len(yb), dtype=dtype) if swb is None else swb
+        total = w.sum()
+        g = (2 / total) * (Xb.T @ (w * r)) if total else np.zeros_like(theta)
+        if grad is not None:
+            grad[...] = g
+            g = grad
+        return float(np.dot(w, r * r) / total) if total else 0.0, g
+
+    return fun, X, y, theta_star
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lbfgs_finds_the_minimizer_in_the_working_dtype(dtype):
+    fun, X, y, theta_star = _quadratic(dtype)
+    calls = []
+    result = _solvers.lbfgs(fun, np.zeros(X.shape[1], dtype=dtype), X, y,
+                            tol=1e-8, callback=lambda *a: calls.append(a) or False)
+    assert result.theta.dtype == dtype
+    np.testing.assert_allclose(result.theta, theta_star, atol=1e-3 if dtype == np.float32 else 1e-6)
+    assert result.converged
+    # One callback and one loss entry per iteration, non-increasing.
+    assert len(calls) == len(result.loss_curve) == result.n_iter
+    assert np.all(np.diff(result.loss_curve) <= 0)
+    assert [c[0] for c in calls] == list(range(1, result.n_iter + 1))
+
+
+def test_lbfgs_warns_with_scipys_message_when_it_stops_short():
+    fun, X, y, _ = _quadratic()
+    with pytest.warns(ConvergenceWarning, match="ITERATIONS REACHED LIMIT"):
+        result = _solvers.lbfgs(fun, np.zeros(X.shape[1]), X, y, max_iter=2, tol=0)
+    assert result.n_iter == 2 and not result.converged
+
+
+def test_lbfgs_non_finite_objective_is_a_divergence_error():
+    def fun(theta, X, y, sw=None, grad=None):
+        return np.nan, np.full_like(theta, np.nan)
+
+    with pytest.raises(_solvers.DivergenceError, match="diverged"):
+        _solvers.lbfgs(fun, np.zeros(3), None, None)
+
+
+@pytest.mark.parametrize("optimizer", [
+    _solvers.SGD(0.05, momentum=0.0),
+    _solvers.SGD(0.05, momentum=0.9, nesterov=False),
+    _solvers.SGD(0.05, momentum=0.9, nesterov=True),
+    _solvers.Adam(0.05),
+])
+def test_stochastic_optimizers_reach_the_minimizer(optimizer):
+    fun, X, y, theta_star = _quadratic()
+    theta = np.zeros(X.shape[1])
+    stopper = _solvers.Stopper(tol=1e-10, n_iter_no_change=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        result = _solvers.stochastic(
+            fun, theta, X, y, optimizer=optimizer, batch_size=20, max_iter=300,
+            rng=np.random.RandomState(0), stopper=stopper,
+        )
+    assert result.theta is theta  # updated in place
+    np.testing.assert_allclose(theta, theta_star, atol=2e-2)
+    assert result.loss_curve[-1] < 1e-3 * result.loss_curve[0]
+    assert result.samples_seen == result.n_iter * len(X)
+
+
+def test_sgd_update_rules_match_their_formulas():
+    theta, g = np.array([1.0, -2.0]), np.array([0.5, 0.25])
+    plain = _solvers.SGD(0.1, momentum=0.0)
+    t = theta.copy()
+    plain.step(t, g.copy())
+    np.testing.assert_allclose(t, theta - 0.1 * g)
+
+    classical = _solvers.SGD(0.1, momentum=0.9, nesterov=False)
+    t = theta.copy()
+    classical.step(t, g.copy())  # v = -lr g
+    classical.step(t, g.copy())  # v = 0.9 v - lr g
+    v2 = 0.9 * (-0.1 * g) - 0.1 * g
+    np.testing.assert_allclose(t, theta - 0.1 * g + v2)
+
+    nesterov = _solvers.SGD(0.1, momentum=0.9, nesterov=True)
+    t = theta.copy()
+    nesterov.step(t, g.copy())  # theta += 0.9 v - lr g, with v = -lr g
+    np.testing.assert_allclose(t, theta + 0.9 * (-0.1 * g) - 0.1 * g)
+
+
+def test_adam_first_step_has_the_learning_rate_as_size():
+    # With bias correction the first Adam step is lr * sign(g) (up to epsilon).
+    adam = _solvers.Adam(0.01)
+    theta = np.zeros(3)
+    adam.step(theta, np.array([3.0, -0.001, 10.0]))
+    np.testing.assert_allclose(theta, [-0.01, 0.01, -0.01], rtol=1e-3)
+
+
+def test_invscaling_schedule():
+    sgd = _solvers.SGD(0.3, schedule="invscaling", power_t=0.5)
+    sgd.end_epoch(samples_seen=99)
+    assert sgd.learning_rate == pytest.approx(0.3 / 10)
+
+
+def test_stopper_counts_plateaus_and_keeps_the_best():
+    stopper = _solvers.Stopper(tol=0.1, n_iter_no_change=2)  # on a loss
+    values = [1.0, 0.5, 0.45, 0.6, 0.44]
+    stops = [stopper.update(v, np.array([v])) for v in values]
+    # 0.45 and 0.6 do not improve on 0.5 by 0.1; 0.44 neither: third plateau.
+    assert stops == [False, False, False, False, True]
+    assert stopper.best_value == pytest.approx(0.44)
+    np.testing.assert_array_equal(stopper.best_theta, [0.44])
+
+    scores = _solvers.Stopper(tol=0.0, n_iter_no_change=1, higher_is_better=True)
+    assert not scores.update(0.5, np.array([1.0]))
+    assert not scores.update(0.7, np.array([2.0]))
+    assert not scores.update(0.6, np.array([3.0]))
+    assert scores.update(0.6, np.array([4.0]))
+    np.testing.assert_array_equal(scores.best_theta, [2.0])
+
+
+def test_stochastic_early_stopping_restores_the_best_weights():
+    fun, X, y, _ = _quadratic()
+    # A score that peaks at epoch 3 and then falls: training must stop two
+    # epochs later and hand back the weights of epoch 3.
+    seen = []
+
+    def score(theta):
+        seen.append(theta.copy())
+        return -abs(len(seen) - 3)
+
+    theta = np.zeros(X.shape[1])
+    result = _solvers.stochastic(
+        fun, theta, X, y, optimizer=_solvers.SGD(0.01), batch_size=50,
+        max_iter=100, rng=np.random.RandomState(0),
+        stopper=_solvers.Stopper(0.0, 2, higher_is_better=True), score=score,
+    )
+    assert result.n_iter == 6 and result.converged
+    np.testing.assert_array_equal(theta, seen[2])
+
+
+def test_stochastic_divergence_is_an_error():
+    fun, X, y, _ = _quadratic()
+    with pytest.raises(_solvers.DivergenceError, match="learning_rate_init"):
+        _solvers.stochastic(
+            fun, np.zeros(X.shape[1]), X, y, optimizer=_solvers.SGD(1e3),
+            batch_size=20, max_iter=50, rng=np.random.RandomState(0),
+            stopper=_solvers.Stopper(1e-4, 10),
+        )
+
+
+def test_stochastic_interrupt_returns_the_best_weights():
+    fun, X, y, _ = _quadratic()
+
+    def callback(epoch, loss, theta):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return False
+
+    stopper = _solvers.Stopper(0.0, 100)
+    with pytest.warns(UserWarning, match="interrupted"):
+        result = _solvers.stochastic(
+            fun, np.zeros(X.shape[1]), X, y, optimizer=_solvers.SGD(0.01),
+            batch_size=50, max_iter=100, rng=np.random.RandomState(0),
+            stopper=stopper, callback=callback,
+        )
+    assert result.interrupted and result.n_iter == 3
+    np.testing.assert_array_equal(result.theta, stopper.best_theta)
+
+
+def test_shuffle_false_visits_rows_in_order():
+    order = []
+
+    def fun(theta, Xb, yb, swb=None, grad=None):
+        order.extend(yb.tolist())
+        return 0.0, np.zeros_like(theta)
+
+    X, y = np.zeros((10, 2)), np.arange(10)
+    _solvers.stochastic(fun, np.zeros(2), X, y, optimizer=_solvers.SGD(0.1),
+                        batch_size=3, max_iter=2, rng=np.random.RandomState(0),
+                        shuffle=False, stopper=_solvers.Stopper(1.0, 0),
+                        warn_on_max_iter=False)
+    assert order[:10] == list(range(10))
