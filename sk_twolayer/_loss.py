@@ -74,6 +74,23 @@ def _backprop_activation_inplace(dH, h, activation):
     dH *= h
 
 
+def _matmul_into(a, b, out, accumulate, scratch):
+    """``out = a @ b``, or ``out += a @ b`` through a kept scratch buffer."""
+    if accumulate:
+        np.matmul(a, b, out=scratch)
+        out += scratch
+    else:
+        np.matmul(a, b, out=out)
+
+
+def _sum_rows_into(M, out, accumulate):
+    """``out = M.sum(axis=0)``, or ``out += M.sum(axis=0)``."""
+    if accumulate:
+        out += M.sum(axis=0)
+    else:
+        np.sum(M, axis=0, out=out)
+
+
 class TwoLayerLoss:
     r"""Loss and gradient of the two-layer softmax network on a flat vector.
 
@@ -174,7 +191,6 @@ class TwoLayerLoss:
         if grad is None:
             grad = np.empty_like(theta)
         gW1, gW2, gb1, gb2 = layout.unpack(grad)
-        grad.fill(0)
 
         N = X.shape[0]
         if sample_weight is None:
@@ -185,15 +201,24 @@ class TwoLayerLoss:
         if N > 0 and weight_sum > 0:
             # dL/ds_i = w_i (p_i - onehot(y_i)) / sum(w): fold 1 / sum(w) in once.
             inv_weight_sum = dtype.type(1.0 / weight_sum)
-            for rows in gen_batches(N, self._rows_per_block(N)):
+            # The first block writes the gradient, later blocks add to it:
+            # no zero-fill pass and no per-call temporaries of theta's size.
+            # Plain slices rather than gen_batches, whose parameter
+            # validation costs ~0.4 ms a call: 8% of a batch-200 SGD step.
+            block = self._rows_per_block(N)
+            for i, start in enumerate(range(0, N, block)):
+                rows = slice(start, start + block)
                 swb = None if sample_weight is None else sample_weight[rows]
                 data_loss += self._block(
                     X[rows], y[rows], swb, inv_weight_sum,
-                    W1, W2, b1, b2, gW1, gW2, gb1, gb2,
+                    W1, W2, b1, b2, gW1, gW2, gb1, gb2, accumulate=i > 0,
                 )
             data_loss /= weight_sum
-        # An empty batch, or one whose weights are all zero, carries no data
-        # term: only the penalty remains, which keeps minibatch training going.
+        else:
+            # An empty batch, or one whose weights are all zero, carries no
+            # data term: only the penalty remains, which keeps minibatch
+            # training going.
+            grad.fill(0)
 
         # Penalty reg * ||theta_p||^2 and its gradient 2 * reg * theta_p, on
         # the penalized prefix of the flat vector (weights, then biases).
@@ -201,23 +226,34 @@ class TwoLayerLoss:
         reg_loss = 0.0
         if self.reg:
             reg_loss = self.reg * float(np.dot(penalized, penalized))
-            grad[: penalized.size] += dtype.type(2 * self.reg) * penalized
+            tmp = self._scratch("theta", 1, penalized.size)[0]
+            np.multiply(penalized, dtype.type(2 * self.reg), out=tmp)
+            grad[: penalized.size] += tmp
         return data_loss + reg_loss, grad
 
+    def _rows(self, n):
+        """``arange(n)``, kept across calls for the fancy indexing by label."""
+        rows = self._buffers.get("rows")
+        if rows is None or rows.size < n:
+            rows = self._buffers["rows"] = np.arange(n)
+        return rows[:n]
+
     def _block(self, Xb, yb, swb, inv_weight_sum, W1, W2, b1, b2,
-               gW1, gW2, gb1, gb2):
+               gW1, gW2, gb1, gb2, accumulate=False):
         """Forward and backward pass over one block of rows.
 
-        Accumulates the gradient into ``gW1, gW2, gb1, gb2`` and returns the
-        weighted sum of the per-sample log losses in the block.
+        Writes the gradient of the block into ``gW1, gW2, gb1, gb2`` (adds to
+        them when ``accumulate``) and returns the weighted sum of the
+        per-sample log losses in the block.
         """
         n = Xb.shape[0]
         H, C = self.layout.n_hidden, self.layout.n_classes
-        rows = np.arange(n)
+        rows = self._rows(n)
+        sparse = sp.issparse(Xb)
 
         # ---- forward
         A = self._scratch("A", n, H)  # (n, H): f, then h, then f'(f)
-        if sp.issparse(Xb):
+        if sparse:
             A[...] = Xb @ W1  # sparse GEMM; X is never densified
         else:
             np.matmul(Xb, W1, out=A)
@@ -247,15 +283,23 @@ class TwoLayerLoss:
             S *= scale[:, None]
             block_loss = float(np.dot(swb, losses))
         # dW2 = h^T dscores (H, C), db2 = sum_i dscores
-        gW2 += A.T @ S
-        gb2 += S.sum(axis=0)
+        _matmul_into(A.T, S, gW2, accumulate, self._scratch("gW2", H, C))
+        _sum_rows_into(S, gb2, accumulate)
         # dh = dscores W2^T (n, H); df = dh * f'(f), f' read off h
         dH = self._scratch("dH", n, H)
         np.matmul(S, W2.T, out=dH)
         _backprop_activation_inplace(dH, A, self.activation)
         # dW1 = X^T df (D, H), db1 = sum_i df
-        gW1 += Xb.T @ dH
-        gb1 += dH.sum(axis=0)
+        if sparse:
+            gW1_block = Xb.T @ dH  # (D, H) dense; X stays sparse
+            if accumulate:
+                gW1 += gW1_block
+            else:
+                gW1[...] = gW1_block
+        else:
+            _matmul_into(Xb.T, dH, gW1, accumulate,
+                         self._scratch("gW1", *gW1.shape))
+        _sum_rows_into(dH, gb1, accumulate)
         return block_loss
 
     def evaluate(self, theta, X, y, sample_weight=None):

@@ -1,0 +1,632 @@
+"""Side-by-side performance benchmark of sk-twolayer.
+
+Measures, in one process and on the same data:
+
+(a) roofline: time of the loss and gradient divided into the time of the
+    matrix products alone (the same GEMMs, same shapes, same flops, measured
+    in the same run), for float64 and float32, dense input, CSR input at 1%
+    density (against a sparse-aware bound: the same sparse-dense products
+    plus the dense ones), and one SGD epoch at batch 200;
+(b) fit time against ``MLPClassifier(hidden_layer_sizes=(H,))`` with the same
+    solver, batch size and number of epochs/iterations, and each one's final
+    training loss;
+(c) peak extra memory of an L-BFGS fit above the memory of the data, against
+    MLPClassifier, each in its own process;
+(d) PyTorch CPU on the same network and batch size, when torch is installed.
+
+Every ratio is the median over repeats in which the two contenders run
+alternately (A, B, B, A, ...), because shared machines are noisy.
+
+Usage::
+
+    python benchmarks/run.py                  # default sizes, ~10-20 minutes
+    python benchmarks/run.py --quick          # tiny sizes, seconds
+    python benchmarks/run.py --repeats 9 --json results.json
+
+The dependencies are in the ``benchmarks`` extra:
+``pip install ".[benchmarks]"`` (torch is optional; its CPU build installs
+with ``pip install torch==2.13.0``).
+"""
+
+import argparse
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+try:  # run from a checkout without installing
+    import sk_twolayer  # noqa: F401
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import log_loss
+from sklearn.neural_network import MLPClassifier
+
+from sk_twolayer import TwoLayerSoftmaxClassifier, loss_and_gradient
+from sk_twolayer._loss import TwoLayerLoss
+from sk_twolayer._params import ParamLayout
+from sk_twolayer import _solvers
+
+DTYPES = {"float64": np.float64, "float32": np.float32}
+
+TARGETS = {
+    "loss_and_gradient_roofline_float64": 0.85,
+    "loss_and_gradient_roofline_float32": 0.80,
+    "sgd_epoch_roofline_float64": 0.80,
+    "sgd_epoch_roofline_float32": 0.80,
+    "speedup_vs_mlp_sgd": 1.3,
+    "speedup_vs_mlp_lbfgs": 1.3,
+    "speedup_vs_torch": 1.0,
+    "memory_ratio_vs_mlp": 0.25,
+}
+
+
+# ------------------------------------------------------------------- helpers
+def _time(f):
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def _alternate(funcs, repeats, warmup=1):
+    """Time each of ``funcs`` (a dict) ``repeats`` times, alternating order.
+
+    Returns a dict of arrays of seconds, one entry per repeat, so that ratios
+    can be taken pairwise within the same repeat.
+    """
+    names = list(funcs)
+    for _ in range(warmup):
+        for name in names:
+            funcs[name]()
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            gc.collect()
+            times[name].append(_time(funcs[name]))
+    return {name: np.array(t) for name, t in times.items()}
+
+
+def _ratio(num, den):
+    """Median over repeats of the pairwise ratio num / den."""
+    return float(np.median(np.asarray(num) / np.asarray(den)))
+
+
+def _problem(n, d, c, dtype, seed=0, density=None):
+    """Data of n samples whose labels a two-layer network can learn."""
+    rng = np.random.default_rng(seed)
+    if density is None:
+        X = rng.standard_normal((n, d), dtype=np.float32).astype(dtype, copy=False)
+    else:
+        X = sp.random_array((n, d), density=density, format="csr", dtype=dtype,
+                            rng=rng, data_sampler=rng.standard_normal)
+    W = rng.standard_normal((d, c))
+    y = np.asarray(np.argmax(X @ W + rng.standard_normal((n, c)), axis=1))
+    return X, y
+
+
+def _params(d, h, c, dtype):
+    layout = ParamLayout(d, h, c, dtype)
+    return layout, layout.init(np.random.RandomState(0))
+
+
+# ---------------------------------------------------------------- (a) roofline
+def _gemm_bound(X, layout, theta, y):
+    """The five matrix products of one forward/backward pass, alone.
+
+    Buffers are filled with the real forward/backward values first, so that
+    the bound runs on the same numbers (no denormals, no NaN) as the loss.
+    """
+    W1, W2, _, _ = layout.unpack(theta)
+    n, (H, C) = X.shape[0], W2.shape
+    dtype = layout.dtype
+    A = np.asarray(X @ W1)
+    np.maximum(A, 0, out=A)
+    S = A @ W2
+    S -= S.max(axis=1, keepdims=True)
+    np.exp(S, out=S)
+    S /= S.sum(axis=1, keepdims=True)
+    S[np.arange(n), y] -= 1
+    S /= n
+    dH = S @ W2.T
+    gW1 = np.empty_like(W1)
+    gW2 = np.empty((H, C), dtype=dtype)
+    sparse = sp.issparse(X)
+
+    def run():
+        if sparse:
+            A[...] = X @ W1  # sparse-dense product, the same scipy kernel
+        else:
+            np.matmul(X, W1, out=A)
+        np.matmul(A, W2, out=S)
+        np.matmul(A.T, S, out=gW2)
+        np.matmul(S, W2.T, out=dH)
+        if sparse:
+            gW1[...] = X.T @ dH
+        else:
+            np.matmul(X.T, dH, out=gW1)
+
+    return run
+
+
+def _flops(n, d, h, c, nnz=None):
+    first = 2 * nnz * h if nnz is not None else 2 * n * d * h
+    return 2 * first + 3 * (2 * n * h * c)
+
+
+def bench_roofline(cfg):
+    rows = []
+    n, d, h, c, reps = cfg.n, cfg.d, cfg.hidden, cfg.classes, cfg.repeats
+    for dname, dtype in DTYPES.items():
+        for kind in ("dense", "csr"):
+            density = None if kind == "dense" else cfg.density
+            X, y = _problem(n, d, c, dtype, density=density)
+            layout, theta = _params(d, h, c, dtype)
+            W1, W2, b1, b2 = layout.unpack(theta)
+            bound = _gemm_bound(X, layout, theta, y)
+            loss = TwoLayerLoss(layout, reg=1e-4)
+            grad = np.empty_like(theta)
+            funcs = {
+                "gemm": bound,
+                "loss_and_gradient": lambda: loss_and_gradient(
+                    W1, b1, W2, b2, X, y, 1e-4),
+                "TwoLayerLoss.loss_gradient": lambda: loss.loss_gradient(
+                    theta, X, y, grad=grad),
+            }
+            t = _alternate(funcs, reps)
+            nnz = X.nnz if sp.issparse(X) else None
+            gflop = _flops(n, d, h, c, nnz) / 1e9
+            for path in ("loss_and_gradient", "TwoLayerLoss.loss_gradient"):
+                rows.append({
+                    "dtype": dname, "input": kind, "path": path,
+                    "n": n, "batch": n,
+                    "bound_s": float(np.median(t["gemm"])),
+                    "ours_s": float(np.median(t[path])),
+                    "bound_gflops": gflop / float(np.median(t["gemm"])),
+                    "roofline_ratio": _ratio(t["gemm"], t[path]),
+                })
+            del X
+        rows.append(_sgd_epoch_roofline(cfg, dname, dtype))
+    return rows
+
+
+def _sgd_epoch_roofline(cfg, dname, dtype):
+    """One SGD epoch (shuffled minibatches) against the GEMMs of its batches."""
+    n, d, h, c, b = cfg.n, cfg.d, cfg.hidden, cfg.classes, cfg.batch
+    X, y = _problem(n, d, c, dtype)
+    layout, theta0 = _params(d, h, c, dtype)
+    bounds = [_gemm_bound(X[s:s + b], layout, theta0, y[s:s + b])
+              for s in range(0, n, b)]
+    loss = TwoLayerLoss(layout, reg=1e-4)
+
+    def epoch():
+        _solvers.stochastic(
+            loss.loss_gradient, theta0.copy(), X, y,
+            optimizer=_solvers.SGD(0.01, momentum=0.9, nesterov=True),
+            batch_size=b, max_iter=1, rng=np.random.RandomState(0),
+            stopper=_solvers.Stopper(1e-4, 10), warn_on_max_iter=False,
+        )
+
+    def bound():
+        for f in bounds:
+            f()
+
+    t = _alternate({"gemm": bound, "epoch": epoch}, cfg.repeats)
+    return {
+        "dtype": dname, "input": "dense", "path": "sgd_epoch",
+        "n": n, "batch": b,
+        "bound_s": float(np.median(t["gemm"])),
+        "ours_s": float(np.median(t["epoch"])),
+        "bound_gflops": _flops(n, d, h, c) / 1e9 / float(np.median(t["gemm"])),
+        "roofline_ratio": _ratio(t["gemm"], t["epoch"]),
+    }
+
+
+# ------------------------------------------------------------- (b) vs MLP
+def _estimators(solver, cfg, n):
+    """Ours and MLPClassifier with the same work: solver, batch, iterations."""
+    h = cfg.hidden
+    if solver == "sgd":
+        common = dict(solver="sgd", batch_size=cfg.batch, max_iter=cfg.epochs,
+                      learning_rate_init=0.01, momentum=0.9,
+                      nesterovs_momentum=True, shuffle=True, tol=0.0,
+                      n_iter_no_change=cfg.epochs + 1, random_state=0)
+    else:
+        common = dict(solver="lbfgs", max_iter=cfg.lbfgs_iter, tol=0.0,
+                      random_state=0)
+    # MLPClassifier's penalty is alpha / (2 n) ||W||^2 on the weights only;
+    # ours is reg ||theta||^2, so reg = alpha / (2 n) without bias penalty.
+    alpha = 1e-4
+    ours = TwoLayerSoftmaxClassifier(hidden_size=h, reg=alpha / (2 * n),
+                                     penalize_bias=False, **common)
+    mlp = MLPClassifier(hidden_layer_sizes=(h,), alpha=alpha, **common)
+    return ours, mlp
+
+
+def bench_vs_mlp(cfg):
+    rows = []
+    for solver in ("sgd", "lbfgs"):
+        for dname, dtype in DTYPES.items():
+            X, y = _problem(cfg.n, cfg.d, cfg.classes, dtype)
+            fitted = {}
+
+            def fit(which):
+                def run():
+                    ours, mlp = _estimators(solver, cfg, cfg.n)
+                    est = ours if which == "ours" else mlp
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", ConvergenceWarning)
+                        est.fit(X, y)
+                    fitted[which] = est
+                return run
+
+            t = _alternate({"ours": fit("ours"), "mlp": fit("mlp")},
+                           cfg.fit_repeats, warmup=0)
+            row = {"solver": solver, "dtype": dname,
+                   "ours_s": float(np.median(t["ours"])),
+                   "mlp_s": float(np.median(t["mlp"])),
+                   "speedup": _ratio(t["mlp"], t["ours"])}
+            for which, est in fitted.items():
+                proba = est.predict_proba(X)
+                row[f"{which}_train_log_loss"] = float(log_loss(y, proba))
+                row[f"{which}_final_objective"] = float(est.loss_curve_[-1]
+                                                        if solver == "sgd"
+                                                        else est.loss_)
+                row[f"{which}_coef_dtype"] = str(est.coefs_[0].dtype)
+                row[f"{which}_proba_dtype"] = str(proba.dtype)
+                row[f"{which}_n_iter"] = int(est.n_iter_)
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------- (c) memory
+def _rss_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _memory_child(which, n, d, h, c, dtype, iters):
+    """Run in a fresh process: peak RSS of one L-BFGS fit above the data's."""
+    X, y = _problem(n, d, c, DTYPES[dtype])
+    common = dict(solver="lbfgs", max_iter=iters, tol=0.0, random_state=0)
+    if which == "ours":
+        est = TwoLayerSoftmaxClassifier(hidden_size=h, **common)
+    else:
+        est = MLPClassifier(hidden_layer_sizes=(h,), **common)
+    gc.collect()
+    baseline = _rss_kib("VmRSS")
+    try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        method = "VmHWM after clear_refs"
+    except OSError:  # pragma: no cover
+        method = "VmHWM since start (upper bound)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t = _time(lambda: est.fit(X, y))
+    peak = _rss_kib("VmHWM")
+    return {"which": which, "baseline_mib": baseline / 1024,
+            "data_mib": (X.nbytes + y.nbytes) / 2**20,
+            "peak_extra_mib": (peak - baseline) / 1024, "fit_s": t,
+            "method": method}
+
+
+def bench_memory(cfg):
+    results = {}
+    for which in ("ours", "mlp"):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child",
+               which, "--memory-n", str(cfg.memory_n), "--memory-d",
+               str(cfg.memory_d), "--hidden", str(cfg.hidden), "--classes",
+               str(cfg.classes), "--memory-iter", str(cfg.memory_iter)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                             env=os.environ.copy())
+        results[which] = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "n": cfg.memory_n, "d": cfg.memory_d, "hidden": cfg.hidden,
+        "dtype": "float64", "lbfgs_iter": cfg.memory_iter,
+        "ours_peak_extra_mib": results["ours"]["peak_extra_mib"],
+        "mlp_peak_extra_mib": results["mlp"]["peak_extra_mib"],
+        "ratio": (results["ours"]["peak_extra_mib"]
+                  / max(results["mlp"]["peak_extra_mib"], 1e-9)),
+        "data_mib": results["ours"]["data_mib"],
+        "method": results["ours"]["method"],
+        "detail": results,
+    }
+
+
+# ---------------------------------------------------------------- (d) torch
+def bench_torch(cfg):
+    try:
+        import torch
+    except ImportError:
+        return {"available": False}
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    rows = []
+    n, d, h, c, b = cfg.n, cfg.d, cfg.hidden, cfg.classes, cfg.batch
+    for dname, dtype in DTYPES.items():
+        X, y = _problem(n, d, c, dtype)
+        tdtype = torch.float64 if dtype == np.float64 else torch.float32
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+        layout, theta0 = _params(d, h, c, dtype)
+        W1, W2, b1, b2 = layout.unpack(theta0)
+
+        def net():
+            torch.manual_seed(0)
+            m = torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.ReLU(),
+                                    torch.nn.Linear(h, c)).to(tdtype)
+            with torch.no_grad():  # same starting point as ours
+                m[0].weight.copy_(torch.from_numpy(W1.T.copy()))
+                m[0].bias.copy_(torch.from_numpy(b1))
+                m[2].weight.copy_(torch.from_numpy(W2.T.copy()))
+                m[2].bias.copy_(torch.from_numpy(b2))
+            return m
+
+        crit = torch.nn.CrossEntropyLoss()
+        model_full = net()
+
+        def torch_full():
+            model_full.zero_grad(set_to_none=False)
+            crit(model_full(Xt), yt).backward()
+
+        loss = TwoLayerLoss(layout, reg=0.0, penalize_bias=False)
+        grad = np.empty_like(theta0)
+
+        def ours_full():
+            loss.loss_gradient(theta0, X, y, grad=grad)
+
+        def torch_sgd():
+            m = net()
+            opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9,
+                                  nesterov=True)
+            g = torch.Generator().manual_seed(0)
+            for _ in range(cfg.epochs):
+                perm = torch.randperm(n, generator=g)
+                for s in range(0, n, b):
+                    idx = perm[s:s + b]
+                    opt.zero_grad(set_to_none=False)
+                    crit(m(Xt[idx]), yt[idx]).backward()
+                    opt.step()
+
+        def ours_sgd():
+            _solvers.stochastic(
+                loss.loss_gradient, theta0.copy(), X, y,
+                optimizer=_solvers.SGD(0.01, momentum=0.9, nesterov=True),
+                batch_size=b, max_iter=cfg.epochs,
+                rng=np.random.RandomState(0),
+                stopper=_solvers.Stopper(0.0, cfg.epochs + 1),
+                warn_on_max_iter=False)
+
+        t = _alternate({"torch_full": torch_full, "ours_full": ours_full},
+                       cfg.repeats)
+        rows.append({"dtype": dname, "work": "full-batch loss+gradient",
+                     "ours_s": float(np.median(t["ours_full"])),
+                     "torch_s": float(np.median(t["torch_full"])),
+                     "speedup": _ratio(t["torch_full"], t["ours_full"])})
+        t = _alternate({"torch_sgd": torch_sgd, "ours_sgd": ours_sgd},
+                       cfg.fit_repeats, warmup=0)
+        rows.append({"dtype": dname,
+                     "work": f"SGD {cfg.epochs} epochs, batch {b}",
+                     "ours_s": float(np.median(t["ours_sgd"])),
+                     "torch_s": float(np.median(t["torch_sgd"])),
+                     "speedup": _ratio(t["torch_sgd"], t["ours_sgd"])})
+    return {"available": True, "version": torch.__version__,
+            "threads": torch.get_num_threads(), "rows": rows}
+
+
+# ------------------------------------------------------------------ machine
+def machine_info():
+    info = {"python": platform.python_version(), "platform": platform.platform(),
+            "numpy": np.__version__}
+    import scipy
+    import sklearn
+    info["scipy"], info["scikit-learn"] = scipy.__version__, sklearn.__version__
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        keep = ("Model name", "CPU(s)", "Thread(s) per core", "L2 cache",
+                "L3 cache", "Hypervisor vendor")
+        info["lscpu"] = {k.strip(): v.strip() for k, v in
+                         (line.split(":", 1) for line in out.splitlines()
+                          if ":" in line) if k.strip() in keep}
+        flags = out.split("Flags:", 1)[-1].split()
+        info["lscpu"]["simd"] = " ".join(f for f in ("avx2", "fma", "avx512f")
+                                         if f in flags)
+    except OSError:  # pragma: no cover
+        info["lscpu"] = {}
+    try:
+        from threadpoolctl import threadpool_info
+        info["blas"] = [{k: p.get(k) for k in ("internal_api", "version",
+                                                 "architecture", "num_threads",
+                                                 "filepath")}
+                        for p in threadpool_info() if p["user_api"] == "blas"]
+    except ImportError:
+        info["blas"] = "threadpoolctl not installed"
+    info["env"] = {k: os.environ[k] for k in
+                   ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+                    "OMP_NUM_THREADS") if k in os.environ}
+    try:
+        info["loadavg_at_start"] = os.getloadavg()
+    except OSError:  # pragma: no cover
+        pass
+    return info
+
+
+# -------------------------------------------------------------------- report
+def targets(results):
+    roof = {(r["dtype"], r["input"], r["path"]): r["roofline_ratio"]
+            for r in results["roofline"]}
+    met = {}
+    for dname in DTYPES:
+        v = roof.get((dname, "dense", "loss_and_gradient"))
+        key = f"loss_and_gradient_roofline_{dname}"
+        met[key] = {"value": v, "target": TARGETS[key]}
+        key = f"sgd_epoch_roofline_{dname}"
+        met[key] = {"value": roof.get((dname, "dense", "sgd_epoch")),
+                    "target": TARGETS[key]}
+    for row in results["vs_mlp"]:
+        key = f"speedup_vs_mlp_{row['solver']}"
+        met[f"{key}_{row['dtype']}"] = {"value": row["speedup"],
+                                        "target": TARGETS[key]}
+    if results.get("torch", {}).get("available"):
+        for row in results["torch"]["rows"]:
+            met[f"speedup_vs_torch {row['work']} {row['dtype']}"] = {
+                "value": row["speedup"], "target": TARGETS["speedup_vs_torch"]}
+    if results.get("memory"):
+        met["memory_ratio_vs_mlp"] = {"value": results["memory"]["ratio"],
+                                      "target": TARGETS["memory_ratio_vs_mlp"],
+                                      "lower_is_better": True}
+    for v in met.values():
+        if v["value"] is None:
+            v["met"] = None
+        elif v.get("lower_is_better"):
+            v["met"] = v["value"] <= v["target"]
+        else:
+            v["met"] = v["value"] >= v["target"]
+    return met
+
+
+def format_table(results):
+    lines = []
+    cfg = results["config"]
+    lines.append(f"N={cfg['n']} D={cfg['d']} H={cfg['hidden']} C={cfg['classes']}"
+                 f" batch={cfg['batch']} repeats={cfg['repeats']}"
+                 f" (fits: {cfg['fit_repeats']})")
+    lines.append("")
+    lines.append("(a) roofline: GEMM-only time / our time (1.0 = at the bound)")
+    lines.append(f"| {'dtype':7} | {'input':5} | {'path':26} | {'bound ms':>9} "
+                 f"| {'ours ms':>9} | {'GFLOP/s':>7} | {'ratio':>5} |")
+    lines.append("|" + "|".join("-" * w for w in (9, 7, 28, 11, 11, 9, 7)) + "|")
+    for r in results["roofline"]:
+        lines.append(f"| {r['dtype']:7} | {r['input']:5} | {r['path']:26} | "
+                     f"{r['bound_s'] * 1e3:9.1f} | {r['ours_s'] * 1e3:9.1f} | "
+                     f"{r['bound_gflops']:7.1f} | {r['roofline_ratio']:5.2f} |")
+    lines.append("")
+    lines.append("(b) fit vs MLPClassifier (speedup = MLP time / our time)")
+    lines.append(f"| {'solver':6} | {'dtype':7} | {'ours s':>7} | {'MLP s':>7} "
+                 f"| {'speedup':>7} | {'ours logloss':>12} | {'MLP logloss':>11} "
+                 f"| {'ours/MLP coef dtype':19} |")
+    lines.append("|" + "|".join("-" * w for w in (8, 9, 9, 9, 9, 14, 13, 21)) + "|")
+    for r in results["vs_mlp"]:
+        dt = f"{r['ours_coef_dtype']}/{r['mlp_coef_dtype']}"
+        lines.append(f"| {r['solver']:6} | {r['dtype']:7} | {r['ours_s']:7.2f} | "
+                     f"{r['mlp_s']:7.2f} | {r['speedup']:7.2f} | "
+                     f"{r['ours_train_log_loss']:12.4f} | "
+                     f"{r['mlp_train_log_loss']:11.4f} | {dt:19} |")
+    m = results.get("memory")
+    if m:
+        lines.append("")
+        lines.append(f"(c) peak extra memory of an lbfgs fit, N={m['n']} D={m['d']}"
+                     f" H={m['hidden']} {m['dtype']} ({m['lbfgs_iter']} iterations;"
+                     f" data {m['data_mib']:.0f} MiB; {m['method']})")
+        lines.append(f"    ours {m['ours_peak_extra_mib']:.1f} MiB, MLPClassifier "
+                     f"{m['mlp_peak_extra_mib']:.1f} MiB, ratio {m['ratio']:.3f}")
+    t = results.get("torch", {})
+    lines.append("")
+    if t.get("available"):
+        lines.append(f"(d) PyTorch {t['version']} CPU, {t['threads']} threads "
+                     "(speedup = torch time / our time)")
+        lines.append(f"| {'dtype':7} | {'work':26} | {'ours s':>7} | {'torch s':>7} "
+                     f"| {'speedup':>7} |")
+        lines.append("|" + "|".join("-" * w for w in (9, 28, 9, 9, 9)) + "|")
+        for r in t["rows"]:
+            lines.append(f"| {r['dtype']:7} | {r['work']:26} | {r['ours_s']:7.3f} | "
+                         f"{r['torch_s']:7.3f} | {r['speedup']:7.2f} |")
+    else:
+        lines.append("(d) PyTorch: not installed (pip install torch==2.13.0)")
+    lines.append("")
+    lines.append("targets:")
+    for k, v in results["targets"].items():
+        val = "n/a" if v["value"] is None else f"{v['value']:.3f}"
+        op = "<=" if v.get("lower_is_better") else ">="
+        lines.append(f"  {'MET ' if v['met'] else 'MISS' if v['met'] is False else '----'}"
+                     f" {k}: {val} ({op} {v['target']})")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes, for a smoke test")
+    p.add_argument("--n", type=int, default=20000)
+    p.add_argument("--d", type=int, default=784)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--batch", type=int, default=200)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--lbfgs-iter", type=int, default=30)
+    p.add_argument("--density", type=float, default=0.01)
+    p.add_argument("--repeats", type=int, default=7,
+                   help="alternating repeats for the roofline/torch timings")
+    p.add_argument("--fit-repeats", type=int, default=3,
+                   help="alternating repeats for the fits")
+    p.add_argument("--memory-n", type=int, default=200000)
+    p.add_argument("--memory-d", type=int, default=100)
+    p.add_argument("--memory-iter", type=int, default=10)
+    p.add_argument("--only", default="roofline,mlp,memory,torch",
+                   help="comma-separated sections to run")
+    p.add_argument("--json", default="benchmarks/results.json",
+                   help="where to write the JSON results")
+    p.add_argument("--memory-child", choices=("ours", "mlp"),
+                   help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.d, args.hidden, args.classes = 400, 20, 16, 3
+        args.batch, args.epochs, args.lbfgs_iter = 50, 2, 3
+        args.repeats, args.fit_repeats = 2, 1
+        args.memory_n, args.memory_d, args.memory_iter = 2000, 10, 2
+        args.density = 0.2
+    return args
+
+
+def main(argv=None):
+    cfg = parse_args(argv)
+    if cfg.memory_child:
+        print(json.dumps(_memory_child(cfg.memory_child, cfg.memory_n,
+                                       cfg.memory_d, cfg.hidden, cfg.classes,
+                                       "float64", cfg.memory_iter)))
+        return 0
+    only = set(cfg.only.split(","))
+    results = {"machine": machine_info(),
+               "config": {k: v for k, v in vars(cfg).items()
+                          if k not in ("memory_child", "json", "only")},
+               "roofline": [], "vs_mlp": [], "memory": None,
+               "torch": {"available": False, "skipped": "torch" not in only}}
+    sections = [("roofline", "roofline", bench_roofline),
+                ("mlp", "vs_mlp", bench_vs_mlp),
+                ("memory", "memory", bench_memory),
+                ("torch", "torch", bench_torch)]
+    for name, key, func in sections:
+        if name in only:
+            t0 = time.perf_counter()
+            results[key] = func(cfg)
+            print(f"[{name} done in {time.perf_counter() - t0:.0f} s]",
+                  file=sys.stderr)
+    results["targets"] = targets(results)
+    try:
+        results["machine"]["loadavg_at_end"] = os.getloadavg()
+    except OSError:  # pragma: no cover
+        pass
+    table = format_table(results)
+    results["table"] = table
+    print(table)
+    if cfg.json:
+        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(cfg.json, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"\nwrote {cfg.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Smoke test of benchmarks/run.py: it runs at tiny sizes and writes its JSON.
+
+Nothing here looks at a timing; the measurements belong to the benchmark.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+def _run(tmp_path, sections):
+    out = tmp_path / "results.json"
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--only", sections,
+         "--json", str(out)],
+        check=True, capture_output=True, text=True, cwd=SCRIPT.parents[1],
+        timeout=600,
+    )
+    return json.loads(out.read_text())
+
+
+def test_benchmark_runs_and_writes_json(tmp_path):
+    results = _run(tmp_path, "roofline,mlp,memory")
+    assert {"machine", "config", "roofline", "vs_mlp", "memory", "torch",
+            "targets", "table"} <= set(results)
+    assert {(r["dtype"], r["input"], r["path"]) for r in results["roofline"]} >= {
+        (dtype, kind, "loss_and_gradient")
+        for dtype in ("float64", "float32") for kind in ("dense", "csr")
+    } | {(dtype, "dense", "sgd_epoch") for dtype in ("float64", "float32")}
+    for row in results["roofline"]:
+        assert {"bound_s", "ours_s", "roofline_ratio"} <= set(row)
+    assert {(r["solver"], r["dtype"]) for r in results["vs_mlp"]} == {
+        (s, d) for s in ("sgd", "lbfgs") for d in ("float64", "float32")
+    }
+    for row in results["vs_mlp"]:
+        assert {"ours_s", "mlp_s", "speedup", "ours_train_log_loss",
+                "mlp_train_log_loss"} <= set(row)
+        # float32 end to end is a property, not a timing: check it here too.
+        assert row["ours_coef_dtype"] == row["dtype"]
+        assert row["ours_proba_dtype"] == row["dtype"]
+    assert {"ours_peak_extra_mib", "mlp_peak_extra_mib", "ratio"} <= set(
+        results["memory"])
+    assert all("value" in v and "target" in v for v in results["targets"].values())
+
+
+def test_benchmark_torch_section(tmp_path):
+    pytest.importorskip("torch")
+    results = _run(tmp_path, "torch")
+    assert results["torch"]["available"]
+    assert {(r["dtype"], r["work"].split()[0]) for r in results["torch"]["rows"]} == {
+        (d, w) for d in ("float64", "float32") for w in ("full-batch", "SGD")
+    }
