@@ -107,6 +107,8 @@ warnings.filterwarnings(
 )
 
 # -- HTML --------------------------------------------------------------------
+_TOP_PAGES = ["index", "install", "quickstart", "api", "scaling_out",
+              "benchmarks", "changelog"]
 html_theme = "pydata_sphinx_theme"
 html_title = f"sk-twolayer {release}"
 html_static_path = ["_static"]
@@ -114,12 +116,21 @@ html_css_files = ["custom.css"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_prev_next": True,
-    "secondary_sidebar_items": ["page-toc"],
+    # An in-page table of contents on the right, except on the gallery and
+    # API pages, which keep their full width for code, figures and signatures.
+    "secondary_sidebar_items": {
+        **{page: ["page-toc"] for page in _TOP_PAGES},
+        "user_guide/*": ["page-toc"],
+        # The API pages list their methods in the text; a narrow second
+        # column would only truncate the long method names.
+        "generated/*": [],
+        "auto_examples/*": [],
+    },
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
     # No icons from remote services: the site must work offline.
     "icon_links": [],
 }
-html_sidebars = {"index": [], "install": [], "quickstart": [], "changelog": [],
-                 "benchmarks": [], "scaling_out": []}
+# Pages without sub-pages need no navigation column on the left.
+html_sidebars = {page: [] for page in _TOP_PAGES if page != "api"}
 html_show_sourcelink = False

@@ -29,7 +29,12 @@ import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine
+from sklearn.datasets import (
+    load_breast_cancer,
+    load_digits,
+    load_iris,
+    load_wine,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.neural_network import MLPClassifier
@@ -66,13 +71,13 @@ for name, load in datasets.items():
             # Both get the same budget; the iteration counts below show
             # whether they used all of it.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            cvres = cross_validate(make_pipeline(StandardScaler(), est), X, y,
-                                   cv=cv, return_estimator=True)
+            pipe = make_pipeline(StandardScaler(), est)
+            cvres = cross_validate(pipe, X, y, cv=cv, return_estimator=True)
         results[name, model_name] = cvres
-        n_iter = np.mean([pipe[-1].n_iter_ for pipe in cvres["estimator"]])
-        print(f"{name:>13} {model_name:>25}: accuracy "
-              f"{cvres['test_score'].mean():.3f} +/- {cvres['test_score'].std():.3f}, "
-              f"fit {cvres['fit_time'].mean() * 1000:4.0f} ms, "
+        n_iter = np.mean([p[-1].n_iter_ for p in cvres["estimator"]])
+        acc, fit = cvres["test_score"], cvres["fit_time"]
+        print(f"{name:>13} {model_name:>25}: accuracy {acc.mean():.3f} "
+              f"+/- {acc.std():.3f}, fit {fit.mean() * 1000:4.0f} ms, "
               f"{n_iter:5.1f} iterations")
 
 # %%
@@ -97,7 +102,7 @@ ax1.set_ylabel("5-fold CV accuracy")
 ax2.set_ylabel("fit time per fold (s)")
 for ax in (ax1, ax2):
     ax.set_xticks(x, labels=names)
-ax1.legend(loc="lower left")
+ax2.legend(loc="upper left")
 ax1.set_title("Accuracy (same objective)")
 ax2.set_title("Fit time, L-BFGS")
 fig.tight_layout()

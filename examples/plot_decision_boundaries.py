@@ -41,22 +41,23 @@ X_train, X_test, y_train, y_test = train_test_split(
 # ``max_iter`` is generous so that every model is fitted to convergence: the
 # differences below come from the model, not from stopping early.
 hidden_sizes = [2, 8, 128]
-regs = [1e-6, 1e-2, 1e-1]
+regs = [1e-6, 1e-3, 1e-1]
 
-fig, axes = plt.subplots(len(regs), len(hidden_sizes), figsize=(10, 9.5),
-                         sharex=True, sharey=True)
+fig, axes = plt.subplots(len(regs), len(hidden_sizes),
+                         figsize=(10, 9.5), sharex=True, sharey=True)
 for row, reg in enumerate(regs):
     for col, hidden_size in enumerate(hidden_sizes):
         clf = TwoLayerSoftmaxClassifier(
-            hidden_size=hidden_size, reg=reg, max_iter=2000, random_state=0
+            hidden_size=hidden_size, reg=reg, max_iter=2000,
+            random_state=0,
         ).fit(X_train, y_train)
         ax = axes[row, col]
         DecisionBoundaryDisplay.from_estimator(
-            clf, X, response_method="predict_proba", ax=ax, cmap="PuOr_r",
-            vmin=0, vmax=1, grid_resolution=150, alpha=0.8,
+            clf, X, response_method="predict_proba", ax=ax,
+            cmap="PuOr_r", vmin=0, vmax=1, grid_resolution=150, alpha=0.8,
         )
-        ax.scatter(X_train[:, 0], X_train[:, 1], c=y_train, cmap="PuOr_r",
-                   edgecolor="k", s=18, vmin=-0.3, vmax=1.3)
+        ax.scatter(X_train[:, 0], X_train[:, 1], c=y_train,
+                   cmap="PuOr_r", edgecolor="k", s=18, vmin=-0.3, vmax=1.3)
         ax.set_title(
             f"H={hidden_size}, reg={reg:g}\n"
             f"train {clf.score(X_train, y_train):.2f} / "
@@ -65,7 +66,8 @@ for row, reg in enumerate(regs):
         )
         ax.set_xlabel("")
         ax.set_ylabel("")
-fig.suptitle("Probability of the orange class; dots are the training points")
+fig.suptitle("Probability of the orange class; "
+             "dots are the training points")
 fig.tight_layout()
 plt.show()
 

@@ -3,9 +3,10 @@ Early stopping and validation curves
 ====================================
 
 A network trained for long enough on a small data set starts fitting the
-noise: the training loss keeps falling while the loss on held-out data turns
-back up. Early stopping watches a validation set during training, stops once
-its accuracy stops improving and keeps the best weights seen.
+noise: the training loss keeps falling while the loss on held-out data
+levels off and then creeps back up. Early stopping watches a validation set
+during training, stops once its accuracy stops improving and keeps the best
+weights seen.
 
 :class:`~sk_twolayer.TwoLayerSoftmaxClassifier` records, for every solver,
 
@@ -42,7 +43,8 @@ X_val, X_test, y_val, y_test = train_test_split(
     X_rest, y_rest, train_size=500, stratify=y_rest, random_state=0
 )
 scaler = StandardScaler().fit(X_train)
-X_train, X_val, X_test = (scaler.transform(a) for a in (X_train, X_val, X_test))
+X_train, X_val, X_test = (scaler.transform(a)
+                          for a in (X_train, X_val, X_test))
 
 n_epochs = 150
 full = TwoLayerSoftmaxClassifier(
@@ -62,12 +64,12 @@ print(f"trained {full.n_iter_} epochs; best validation accuracy "
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
 ax1.semilogy(epochs, full.loss_curve_, label="training objective")
 ax1.semilogy(epochs, full.validation_loss_curve_, label="validation log loss")
-ax1.axvline(np.argmin(full.validation_loss_curve_) + 1, color="grey", ls=":",
-            label="lowest validation loss")
+ax1.axvline(np.argmin(full.validation_loss_curve_) + 1, color="grey",
+            ls=":", label="lowest validation loss")
 ax1.set_xlabel("epoch")
 ax1.set_ylabel("loss (log scale)")
 ax1.legend()
-ax1.set_title("Training keeps improving, validation does not")
+ax1.set_title("Training keeps improving, validation stalls")
 ax2.plot(epochs, full.validation_scores_, color="C2")
 ax2.axvline(best_epoch, color="grey", ls=":", label="best accuracy")
 ax2.set_xlabel("epoch")
@@ -77,6 +79,12 @@ ax2.set_title("Validation accuracy")
 fig.tight_layout()
 
 # %%
+# The validation loss bottoms out and then slowly rises, while the training
+# objective keeps falling by orders of magnitude: from there on the network
+# is memorizing the 300 training images. The validation accuracy stops
+# improving much earlier, after a few dozen epochs; everything after that is
+# spent computing for (almost) nothing.
+#
 # Letting the estimator stop by itself
 # ------------------------------------
 # With ``early_stopping=True`` the estimator holds out ``validation_fraction``
@@ -89,7 +97,8 @@ stopped = TwoLayerSoftmaxClassifier(
     n_iter_no_change=10, random_state=0,
 ).fit(X_train, y_train)
 print(f"early stopping ended training after {stopped.n_iter_} of {n_epochs} "
-      f"epochs (best validation accuracy {stopped.best_validation_score_:.3f})")
+      f"epochs (best validation accuracy "
+      f"{stopped.best_validation_score_:.3f})")
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 e = np.arange(1, len(stopped.loss_curve_) + 1)
@@ -109,5 +118,6 @@ plt.show()
 # samples and for far fewer epochs, and still generalizes about as well as the
 # run that went to the end (whose returned weights are also those of its best
 # validation epoch, since a validation set was given).
-for name, model in [("full run, best epoch", full), ("early stopping", stopped)]:
+for name, model in [("full run, best epoch", full),
+                    ("early stopping", stopped)]:
     print(f"{name:>22}: test accuracy {model.score(X_test, y_test):.3f}")

@@ -68,7 +68,8 @@ fig.tight_layout()
 # The confusion matrix counts, for each true digit (rows), how often each
 # digit was predicted (columns). Everything off the diagonal is a mistake.
 fig, ax = plt.subplots(figsize=(5.5, 5))
-ConfusionMatrixDisplay.from_estimator(model, X_test, y_test, ax=ax, colorbar=False)
+ConfusionMatrixDisplay.from_estimator(model, X_test, y_test, ax=ax,
+                                      colorbar=False)
 ax.set_title("Test-set confusion matrix")
 fig.tight_layout()
 
@@ -83,7 +84,8 @@ wrong = np.flatnonzero(pred != y_test)
 print(f"{wrong.size} of {y_test.size} test images are misclassified")
 
 n_show = min(8, wrong.size)
-fig, axes = plt.subplots(1, max(n_show, 1), figsize=(1.6 * max(n_show, 1), 2.2))
+n_cols = max(n_show, 1)
+fig, axes = plt.subplots(1, n_cols, figsize=(1.6 * n_cols, 2.2))
 for ax, i in zip(np.atleast_1d(axes), wrong[:n_show]):
     ax.imshow(X_test[i].reshape(8, 8), cmap="gray_r")
     ax.set_title(f"true {y_test[i]}\npred {pred[i]} ({proba[i].max():.0%})",

@@ -63,19 +63,21 @@ budgets = [1, 2, 4, 8, 15, 30, n_epochs]
 lbfgs_time = []
 for budget in budgets:
     start = time.perf_counter()
-    clf = TwoLayerSoftmaxClassifier(solver="lbfgs", max_iter=budget, **common)
+    clf = TwoLayerSoftmaxClassifier(solver="lbfgs", max_iter=budget,
+                                    **common)
     with warnings.catch_warnings():
         # Stopping after a few iterations is the point here.
         warnings.simplefilter("ignore")
         clf.fit(X, y)
     lbfgs_time.append(time.perf_counter() - start)
 lbfgs_loss = np.array(clf.loss_curve_)
-# The time to reach iteration k, interpolated between the measured budgets.
+# Time to reach iteration k, interpolated between the measured budgets.
 iters = np.arange(1, lbfgs_loss.size + 1)
 curves["lbfgs"] = (lbfgs_loss, np.interp(iters, budgets, lbfgs_time))
 
 for solver, (loss, _) in curves.items():
-    print(f"{solver:>5}: {loss.size} iterations, final objective {loss[-1]:.4f}")
+    print(f"{solver:>5}: {loss.size} iterations, "
+          f"final objective {loss[-1]:.4f}")
 
 # %%
 # Loss against iterations and against time
@@ -112,5 +114,6 @@ plt.show()
 #   :meth:`~sk_twolayer.TwoLayerSoftmaxClassifier.partial_fit`, for data that
 #   arrives in chunks or does not fit in memory.
 #
-# Wall-clock numbers depend on the machine this page was built on; the shape
-# of the curves is what carries over.
+# Wall-clock numbers depend on the machine this page was built on (the
+# documentation build uses a single BLAS thread); the shape of the curves is
+# what carries over.
