@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import inspect
 import warnings
 from numbers import Integral, Real
 
@@ -54,6 +55,15 @@ def _rollback_on_error(estimator):
         estimator.__dict__.clear()
         estimator.__dict__.update(snapshot)
         raise
+
+
+# scikit-learn >= 1.9 rejects all-zero sample weights in _check_sample_weight
+# unless told otherwise; the estimator checks them itself (partial_fit allows them).
+_ALLOW_ZERO_WEIGHTS = (
+    {"allow_all_zero_weights": True}
+    if "allow_all_zero_weights" in inspect.signature(_check_sample_weight).parameters
+    else {}
+)
 
 
 def _label_indices(y, labels):
@@ -248,7 +258,7 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         ``[b1, b2]``.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
     n_iter_ : int
         Number of iterations (L-BFGS) or epochs the solver ran.
@@ -456,17 +466,6 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             X = X.astype(self.coefs_[0].dtype, copy=False)
         dtype = X.dtype
         sample_weight = self._sample_weight(X, y, labels, sample_weight, incremental)
-        if first_call and np.unique(y[sample_weight > 0]).size < 2 and not incremental:
-            raise ValueError(
-                "TwoLayerSoftmaxClassifier needs samples of at least 2 classes "
-                "with positive weight, but the data has only class "
-                f"{labels[np.unique(y[sample_weight > 0])].tolist()}."
-            )
-        if sample_weight.sum() <= 0 and not incremental:
-            raise ValueError(
-                "All sample weights are zero: at least one sample needs a "
-                "positive sample_weight."
-            )
 
         layout = ParamLayout(X.shape[1], self.hidden_size, labels.size, dtype)
         if first_call:
@@ -562,19 +561,34 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         """Validated sample weights, times the class weights, in X's dtype."""
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True,
-            **({"allow_all_zero_weights": True} if incremental else {}),
+            **_ALLOW_ZERO_WEIGHTS,
         )
-        if self.class_weight is not None:
-            # "balanced" weighs the classes that carry weight; a class with
-            # none keeps weight 1, which multiplies zeros anyway.
-            balanced = isinstance(self.class_weight, str)
-            present = labels[np.unique(y[sample_weight > 0])] if balanced else labels
-            # Class frequencies are weighted by sample_weight, so that integer
-            # weights stay equivalent to repeated samples.
-            weights = compute_class_weight(self.class_weight, classes=present,
-                                           y=labels[y], sample_weight=sample_weight)
+        if not incremental:
+            # A minibatch (partial_fit) may carry no weight; a whole fit may not.
+            if not sample_weight.any():
+                raise ValueError(
+                    "All sample weights are zero: at least one sample needs a "
+                    "positive sample_weight."
+                )
+            weighted_classes = np.unique(y[sample_weight > 0])
+            if weighted_classes.size < 2:
+                raise ValueError(
+                    "TwoLayerSoftmaxClassifier needs samples of at least 2 "
+                    "classes with positive weight, but the data has only class "
+                    f"{labels[weighted_classes].tolist()}."
+                )
+        if isinstance(self.class_weight, str):  # "balanced"
+            # n_samples / (n_classes * count), with the counts weighted by
+            # sample_weight so that integer weights stay equivalent to
+            # repeated rows. A class without weight keeps 1 (it multiplies 0).
+            mass = np.bincount(y, weights=sample_weight, minlength=labels.size)
             per_class = np.ones(labels.size)
-            per_class[np.searchsorted(labels, present)] = weights
+            present = mass > 0
+            per_class[present] = mass.sum() / (present.sum() * mass[present])
+            sample_weight *= per_class[y].astype(X.dtype)
+        elif self.class_weight is not None:
+            per_class = compute_class_weight(self.class_weight, classes=labels,
+                                             y=labels[y])
             sample_weight *= per_class[y].astype(X.dtype)
         return sample_weight
 
@@ -691,7 +705,7 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         return forward(W1, b1, W2, b2, X, self.activation)
 
     def decision_function(self, X):
-        """Scores of the output layer, before the softmax.
+        """Compute the scores of the output layer, before the softmax.
 
         Parameters
         ----------
