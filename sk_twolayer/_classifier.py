@@ -7,7 +7,6 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
@@ -40,6 +39,11 @@ from ._params import ParamLayout
 MIN_VALIDATION_SAMPLES = 10
 
 
+# Attributes that scikit-learn's callback API sets during a fit and removes
+# after it (in _fit_context), whatever the outcome.
+_CALLBACK_MACHINERY = ("_callback_fit_ctx", "_skl_callbacks_to_teardown")
+
+
 @contextlib.contextmanager
 def _rollback_on_error(estimator):
     """Restore every attribute of ``estimator`` if the body raises.
@@ -52,8 +56,12 @@ def _rollback_on_error(estimator):
     try:
         yield
     except BaseException:
+        # scikit-learn's callback machinery, set up during this fit, must
+        # survive so that its teardown (after fit) still runs.
+        machinery = {k: v for k, v in estimator.__dict__.items()
+                     if k in _CALLBACK_MACHINERY}
         estimator.__dict__.clear()
-        estimator.__dict__.update(snapshot)
+        estimator.__dict__.update(snapshot, **machinery)
         raise
 
 

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sklearn.base import clone
 from sklearn.datasets import load_digits, load_iris, make_blobs
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
@@ -507,6 +506,17 @@ def test_fit_callback_is_called_once_per_iteration(iris, solver):
     assert recorder.begins == recorder.ends == 8 + 2
     assert recorder.setup_called and recorder.teardown_called
     assert recorder.scores[-1] == clf.score(X, y)
+
+
+def test_failed_fit_still_tears_callbacks_down(iris):
+    pytest.importorskip("sklearn.callback", reason="needs scikit-learn >= 1.9")
+    X, y = iris
+    recorder = _Recorder()
+    clf = TwoLayerSoftmaxClassifier(solver="sgd", learning_rate_init=1e12, reg=0.0)
+    with pytest.raises(ValueError, match="diverged"):
+        clf.set_callbacks(recorder).fit(1e6 * X, y)
+    assert recorder.teardown_called
+    assert not hasattr(clf, "coefs_") and not hasattr(clf, "_callback_fit_ctx")
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
