@@ -416,8 +416,8 @@ def loss_and_gradient(W1, b1, W2, b2, X, y, reg=0.0, *, sample_weight=None,
     >>> W1, b1 = np.zeros((3, 4)), np.zeros(4)
     >>> W2, b2 = np.zeros((4, 3)), np.zeros(3)
     >>> loss, grads = loss_and_gradient(W1, b1, W2, b2, X, y, reg=0.1)
-    >>> round(loss, 6) == round(np.log(3), 6)  # uniform prediction
-    True
+    >>> print(f"{loss:.4f}")  # all-zero weights predict uniformly: log(3)
+    1.0986
     >>> sorted(grads), grads["W1"].shape
     (['W1', 'W2', 'b1', 'b2'], (3, 4))
     """
