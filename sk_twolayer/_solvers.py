@@ -15,12 +15,16 @@ best weights seen so far, which is what they return when a
 :class:`KeyboardInterrupt` or early stopping ends training.
 """
 
+import contextlib
+import os
 import warnings
 
 import numpy as np
+import scipy
 import scipy.sparse as sp
 from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import ThreadpoolController
 
 
 class DivergenceError(ValueError):
@@ -236,6 +240,35 @@ def _warn_interrupted(n_iter):
 
 
 # ---------------------------------------------------------------------- L-BFGS
+@contextlib.contextmanager
+def _single_threaded_scipy_blas():
+    """Run scipy's own BLAS, where it has its own, on one thread.
+
+    pip wheels of numpy and scipy each bundle an OpenBLAS with its own thread
+    pool. L-BFGS-B's internals call scipy's for small vector operations, and
+    the idle threads of that pool keep spinning while numpy's pool runs the
+    loss's matrix products on the same cores: measured here, a 30-iteration
+    fit took 10.6 s with both pools at 2 threads and 7.5 s with scipy's at 1.
+    Where numpy and scipy share one BLAS (conda, system builds) nothing is
+    changed, since the matrix products need its threads.
+    """
+    scipy_dir = os.path.dirname(os.path.realpath(scipy.__file__))
+    vendored = (scipy_dir, scipy_dir + ".libs")
+    controllers = [
+        lib for lib in ThreadpoolController().lib_controllers
+        if lib.user_api == "blas"
+        and os.path.realpath(lib.filepath).startswith(vendored)
+    ]
+    previous = [lib.num_threads for lib in controllers]
+    for lib in controllers:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(controllers, previous):
+            lib.set_num_threads(n)
+
+
 # Overflow in a diverging run is detected from the non-finite loss and
 # reported as a DivergenceError, so numpy's own warnings are silenced here.
 @np.errstate(over="ignore", invalid="ignore")
@@ -305,14 +338,15 @@ def lbfgs(fun, theta0, X, y, sample_weight=None, *, max_iter=200, max_fun=15000,
 
     interrupted = False
     try:
-        res = minimize(
-            fun64,
-            theta0.astype(np.float64),
-            method="L-BFGS-B",
-            jac=True,
-            callback=on_iteration,
-            options={"maxiter": max_iter, "maxfun": max_fun, "gtol": tol},
-        )
+        with _single_threaded_scipy_blas():
+            res = minimize(
+                fun64,
+                theta0.astype(np.float64),
+                method="L-BFGS-B",
+                jac=True,
+                callback=on_iteration,
+                options={"maxiter": max_iter, "maxfun": max_fun, "gtol": tol},
+            )
     except KeyboardInterrupt:
         interrupted = True
         res = None
