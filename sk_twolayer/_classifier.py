@@ -488,7 +488,9 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
                     "warm_start=False to fit a new model."
                 )
             theta = layout.pack(*self.coefs_, *self.intercepts_)
-            rng = self._rng if incremental else check_random_state(self.random_state)
+            # A copy, so that a failed call leaves the stored stream untouched.
+            rng = (copy.deepcopy(self._rng) if incremental
+                   else check_random_state(self.random_state))
         loss = TwoLayerLoss(layout, self.reg, self.penalize_bias, self.activation)
 
         state = {"classes_": labels, "_rng": rng}
@@ -503,17 +505,19 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             {"classes_": labels, "n_outputs_": labels.size},
         )
 
+        previous_t = 0 if first_call else self.t_
         if self.solver == "lbfgs":
             result = self._run_lbfgs(loss, theta, X, y, sample_weight, validation,
                                      callback)
-            t = getattr(self, "t_", 0) if not first_call else 0
-            state["t_"] = t + result.n_iter * X.shape[0]
+            state["t_"] = previous_t + result.n_iter * X.shape[0]
         else:
             result, solver_state = self._run_stochastic(
                 loss, theta, X, y, sample_weight, validation, callback, rng,
                 incremental, first_call,
             )
-            state.update(solver_state, t_=result.samples_seen)
+            # partial_fit counts on from t_; a warm-started fit from zero.
+            seen = result.samples_seen - (previous_t if incremental else 0)
+            state.update(solver_state, t_=previous_t + seen)
 
         W1, W2, b1, b2 = layout.unpack(result.theta.copy())
         state.update(

@@ -435,8 +435,7 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
     Returns
     -------
     result : Result
-        Its ``validation_scores`` attribute lists the scores, and
-        ``samples_seen`` the updated count.
+        Its ``samples_seen`` attribute is the updated count.
     """
     n = X.shape[0]
     batch_size = int(np.clip(batch_size, 1, n))
@@ -445,11 +444,15 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
     order = np.arange(n)
     weight_total = n if sample_weight is None else float(sample_weight.sum())
     adaptive = getattr(optimizer, "schedule", "constant") == "adaptive"
-    loss_curve, validation_scores = [], []
+    loss_curve = []
     converged, message, interrupted = False, "", False
     what = "Validation score" if score is not None else "Training loss"
 
     full_batch = batch_size >= n
+    hint = (
+        f"Lower learning_rate_init (currently {optimizer.learning_rate_init}) "
+        "or scale the features, e.g. with StandardScaler."
+    )
     try:
         for epoch in range(max_iter):
             if shuffle and not full_batch:
@@ -469,30 +472,19 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
                     swb = None if sample_weight is None else sample_weight[idx]
                 loss, g = fun(theta, Xb, yb, swb, grad=grad)
                 if not np.isfinite(loss):
-                    raise _diverged(
-                        f"in epoch {epoch + 1}",
-                        "Lower learning_rate_init (currently "
-                        f"{optimizer.learning_rate_init}) or scale the "
-                        "features, e.g. with StandardScaler.",
-                    )
+                    raise _diverged(f"in epoch {epoch + 1}", hint)
                 optimizer.step(theta, g)
                 # The epoch loss is the weighted mean of the batch losses.
                 epoch_loss += loss * (idx.size if swb is None else float(swb.sum()))
                 samples_seen += idx.size
             epoch_loss /= weight_total if weight_total > 0 else 1.0
             if not np.all(np.isfinite(theta)):
-                raise _diverged(
-                    f"in epoch {epoch + 1}",
-                    "Lower learning_rate_init (currently "
-                    f"{optimizer.learning_rate_init}) or scale the features, "
-                    "e.g. with StandardScaler.",
-                )
+                raise _diverged(f"in epoch {epoch + 1}", hint)
             loss_curve.append(epoch_loss)
             optimizer.end_epoch(samples_seen)
 
             if score is not None:
-                validation_scores.append(score(theta))
-                plateau = stopper.update(validation_scores[-1], theta)
+                plateau = stopper.update(score(theta), theta)
             else:
                 plateau = stopper.update(epoch_loss, theta)
             stop_by_callback = callback is not None and callback(
@@ -530,6 +522,5 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
             stacklevel=3,
         )
     result = Result(theta, loss_curve, n_iter, converged, message, interrupted)
-    result.validation_scores = validation_scores
     result.samples_seen = samples_seen
     return result

@@ -292,6 +292,24 @@ def test_partial_fit_requires_classes_then_checks_labels(iris):
     assert _state(clf) == before
 
 
+def test_diverging_partial_fit_changes_nothing(iris):
+    X, y = iris
+    clf = TwoLayerSoftmaxClassifier(solver="sgd", batch_size=10, random_state=0)
+    clf.partial_fit(X, y, classes=[0, 1, 2])
+    clf.set_params(learning_rate_init=1e12, reg=0.0)
+    for _ in range(200):  # one epoch per call, until the loss overflows
+        before = _state(clf)
+        try:
+            clf.partial_fit(1e6 * X, y)
+        except ValueError as error:
+            assert "diverged" in str(error)
+            break
+    else:
+        pytest.fail("training never diverged")
+    # Weights, optimizer state and the random stream are as they were.
+    assert _state(clf) == before
+
+
 def test_partial_fit_accepts_an_all_zero_weight_batch(iris):
     X, y = iris
     clf = TwoLayerSoftmaxClassifier(solver="sgd", momentum=0.0, random_state=0)
@@ -325,6 +343,7 @@ def test_warm_start_continues_from_the_current_weights(iris, solver):
     first_curve = list(clf.loss_curve_)
     _fit_quietly(clf, X, y)
     assert clf.n_iter_ == len(clf.loss_curve_) == 20
+    assert clf.t_ == 20 * len(X)  # samples seen, over both fits
     assert clf.loss_curve_[:10] == first_curve
     # The second fit starts where the first ended, not from scratch.
     assert clf.loss_curve_[10] < 1.1 * first_curve[-1] < 0.9 * first_curve[0]
