@@ -78,8 +78,17 @@ def _backprop_activation_inplace(dH, h, activation):
 
 
 def _matmul_into(a, b, out, accumulate, scratch):
-    """``out = a @ b``, or ``out += a @ b`` through a kept scratch buffer."""
-    if accumulate:
+    """``out = a @ b``, or ``out += a @ b`` through a kept scratch buffer.
+
+    A sparse ``a`` (the transposed CSR input) has no ``out=``: its product
+    is a new dense array, written or added once.
+    """
+    if sp.issparse(a):
+        if accumulate:
+            out += a @ b
+        else:
+            out[...] = a @ b
+    elif accumulate:
         np.matmul(a, b, out=scratch)
         out += scratch
     else:
@@ -208,10 +217,10 @@ class TwoLayerLoss:
             # no zero-fill pass and no per-call temporaries of theta's size.
             # Plain slices rather than gen_batches, whose parameter
             # validation costs ~0.4 ms a call: 8% of a batch-200 SGD step.
-            block = self._rows_per_block(N)
             # Equal blocks (not full ones and a small remainder): a small
             # last block runs its GEMMs far below the machine's rate.
-            block = -(-N // -(-N // block))
+            n_blocks = -(-N // self._rows_per_block(N))  # ceil division
+            block = -(-N // n_blocks)
             for i, start in enumerate(range(0, N, block)):
                 rows = slice(start, start + block)
                 swb = None if sample_weight is None else sample_weight[rows]
@@ -255,11 +264,10 @@ class TwoLayerLoss:
         n = Xb.shape[0]
         H, C = self.layout.n_hidden, self.layout.n_classes
         rows = self._rows(n)
-        sparse = sp.issparse(Xb)
 
         # ---- forward
         A = self._scratch("A", n, H)  # (n, H): f, then h, then f'(f)
-        if sparse:
+        if sp.issparse(Xb):
             A[...] = Xb @ W1  # sparse GEMM; X is never densified
         else:
             np.matmul(Xb, W1, out=A)
@@ -296,15 +304,7 @@ class TwoLayerLoss:
         np.matmul(S, W2.T, out=dH)
         _backprop_activation_inplace(dH, A, self.activation)
         # dW1 = X^T df (D, H), db1 = sum_i df
-        if sparse:
-            gW1_block = Xb.T @ dH  # (D, H) dense; X stays sparse
-            if accumulate:
-                gW1 += gW1_block
-            else:
-                gW1[...] = gW1_block
-        else:
-            _matmul_into(Xb.T, dH, gW1, accumulate,
-                         self._scratch("gW1", *gW1.shape))
+        _matmul_into(Xb.T, dH, gW1, accumulate, self._scratch("gW1", *gW1.shape))
         _sum_rows_into(dH, gb1, accumulate)
         return block_loss
 

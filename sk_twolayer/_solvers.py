@@ -67,7 +67,7 @@ class SGD:
         self.nesterov = nesterov
         self.schedule = schedule
         self.power_t = power_t
-        self._velocity = None
+        self._velocity = self._tmp = None
 
     def step(self, theta, grad):
         """Update ``theta`` in place; ``grad`` may be overwritten."""
