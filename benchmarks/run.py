@@ -210,7 +210,7 @@ def _sgd_epoch_roofline(cfg, dname, dtype):
 
     def epoch():
         _solvers.stochastic(
-            loss.loss_gradient, theta0.copy(), X, y,
+            loss.data_loss_gradient, theta0.copy(), X, y, penalty=loss.penalty,
             optimizer=_solvers.SGD(0.01, momentum=0.9, nesterov=True),
             batch_size=b, max_iter=1, rng=np.random.RandomState(0),
             stopper=_solvers.Stopper(1e-4, 10), warn_on_max_iter=False,
@@ -401,7 +401,7 @@ def bench_torch(cfg):
 
         def ours_sgd():
             _solvers.stochastic(
-                loss.loss_gradient, theta0.copy(), X, y,
+                loss.data_loss_gradient, theta0.copy(), X, y,
                 optimizer=_solvers.SGD(0.01, momentum=0.9, nesterov=True),
                 batch_size=b, max_iter=cfg.epochs,
                 rng=np.random.RandomState(0),

@@ -698,8 +698,8 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             samples_seen = 0
         batch_size = 200 if self.batch_size == "auto" else self.batch_size
         result = _solvers.stochastic(
-            loss.loss_gradient, theta, X, y, sample_weight,
-            optimizer=optimizer, batch_size=batch_size,
+            loss.data_loss_gradient, theta, X, y, sample_weight,
+            optimizer=optimizer, batch_size=batch_size, penalty=loss.penalty,
             max_iter=1 if incremental else self.max_iter, rng=rng,
             shuffle=self.shuffle, stopper=stopper,
             score=self._score_function(loss, validation), callback=callback,

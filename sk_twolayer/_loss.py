@@ -35,10 +35,15 @@ def _rows_in_budget(row_bytes, n_rows):
     return int(min(max(1, budget // row_bytes), max(1, n_rows)))
 
 
-def _activate_inplace(A, activation):
-    """Overwrite the pre-activations ``A`` (N, H) with the hidden values h."""
+def _activate_inplace(A, activation, zeros=None):
+    """Overwrite the pre-activations ``A`` (N, H) with the hidden values h.
+
+    ``zeros``, an all-zero array of A's shape, makes the ReLU an
+    array-array maximum: numpy's vectorized loop, 4-5x faster at batch 200
+    than the maximum with a scalar 0.
+    """
     if activation == "relu":
-        np.maximum(A, 0, out=A)
+        np.maximum(A, 0 if zeros is None else zeros, out=A)
     elif activation == "leaky_relu":
         np.maximum(A, LEAKY_SLOPE * A, out=A)
     elif activation == "tanh":
@@ -80,6 +85,10 @@ def _backprop_activation_inplace(dH, h, activation):
 def _matmul_into(a, b, out, accumulate, scratch):
     """``out = a @ b``, or ``out += a @ b`` through a kept scratch buffer.
 
+    Sums over the rows of a block (the bias gradients) go through here too,
+    as ``ones @ M``: a BLAS matrix-vector product, 2-3x faster at batch 200
+    than numpy's reduction over the rows.
+
     A sparse ``a`` (the transposed CSR input) has no ``out=``: its product
     is a new dense array, written or added once.
     """
@@ -95,12 +104,43 @@ def _matmul_into(a, b, out, accumulate, scratch):
         np.matmul(a, b, out=out)
 
 
-def _sum_rows_into(M, out, accumulate):
-    """``out = M.sum(axis=0)``, or ``out += M.sum(axis=0)``."""
-    if accumulate:
-        out += M.sum(axis=0)
-    else:
-        np.sum(M, axis=0, out=out)
+class L2Penalty:
+    """The penalty ``reg * ||theta[:size]||^2`` on a prefix of the flat vector.
+
+    Its gradient is ``2 * reg * theta`` on the prefix and zero after it. The
+    loss adds it to the data term for L-BFGS; the stochastic solvers take it
+    as it is, so that plain SGD can fold it into its update as weight decay
+    instead of adding it to every minibatch gradient.
+
+    Parameters
+    ----------
+    reg : float
+        Strength of the penalty.
+    size : int
+        Length of the penalized prefix of ``theta``.
+    """
+
+    def __init__(self, reg, size):
+        self.reg = float(reg)
+        self.size = int(size)
+        self._scratch = None
+
+    def value(self, theta):
+        """``reg * ||theta[:size]||^2``."""
+        if not self.reg:
+            return 0.0
+        penalized = theta[: self.size]
+        return self.reg * float(np.dot(penalized, penalized))
+
+    def add_gradient(self, theta, grad):
+        """Add ``2 * reg * theta`` to ``grad`` on the prefix, in place."""
+        if not self.reg:
+            return
+        tmp = self._scratch
+        if tmp is None or tmp.dtype != theta.dtype or tmp.size < self.size:
+            tmp = self._scratch = np.empty(self.size, dtype=theta.dtype)
+        np.multiply(theta[: self.size], theta.dtype.type(2 * self.reg), out=tmp)
+        grad[: self.size] += tmp
 
 
 class TwoLayerLoss:
@@ -125,7 +165,8 @@ class TwoLayerLoss:
     :class:`~sk_twolayer._params.ParamLayout` (weights first, then biases),
     which is what :func:`scipy.optimize.minimize` and the stochastic update
     rules work on. :meth:`loss_gradient` returns ``(loss, grad)`` exactly as
-    ``minimize(..., jac=True)`` expects.
+    ``minimize(..., jac=True)`` expects; it is :meth:`data_loss_gradient`
+    plus :attr:`penalty`.
 
     Parameters
     ----------
@@ -155,6 +196,7 @@ class TwoLayerLoss:
         self.penalize_bias = bool(penalize_bias)
         self.activation = activation
         self.block_rows = block_rows
+        self.penalty = L2Penalty(self.reg, layout.n_penalized(self.penalize_bias))
         self._buffers = {}
 
     # ------------------------------------------------------------------ memory
@@ -163,8 +205,9 @@ class TwoLayerLoss:
             return max(1, int(self.block_rows))
         H, C = self.layout.n_hidden, self.layout.n_classes
         itemsize = np.dtype(self.layout.dtype).itemsize
-        # A (H) + dH (H) + S (C) per row, plus small per-row vectors.
-        row_bytes = (2 * H + C + 4) * itemsize
+        # A (H) + dH (H) + zeros (H) + S (C) per row, plus small per-row
+        # vectors.
+        row_bytes = (3 * H + C + 5) * itemsize
         return _rows_in_budget(row_bytes, n_rows)
 
     def _scratch(self, name, n_rows, n_cols):
@@ -177,7 +220,7 @@ class TwoLayerLoss:
 
     # ------------------------------------------------------------- evaluation
     def loss_gradient(self, theta, X, y, sample_weight=None, grad=None):
-        """Loss and gradient at ``theta``.
+        """Loss and gradient at ``theta``: the data term plus the penalty.
 
         Parameters
         ----------
@@ -196,6 +239,15 @@ class TwoLayerLoss:
         -------
         loss : float
         grad : ndarray of shape (n_params,)
+        """
+        loss, grad = self.data_loss_gradient(theta, X, y, sample_weight, grad)
+        self.penalty.add_gradient(theta, grad)
+        return loss + self.penalty.value(theta), grad
+
+    def data_loss_gradient(self, theta, X, y, sample_weight=None, grad=None):
+        """The weighted mean log loss and its gradient, without the penalty.
+
+        Same parameters and returns as :meth:`loss_gradient`.
         """
         layout = self.layout
         dtype = layout.dtype
@@ -235,16 +287,15 @@ class TwoLayerLoss:
             # training going.
             grad.fill(0)
 
-        # Penalty reg * ||theta_p||^2 and its gradient 2 * reg * theta_p, on
-        # the penalized prefix of the flat vector (weights, then biases).
-        penalized = theta[: layout.n_penalized(self.penalize_bias)]
-        reg_loss = 0.0
-        if self.reg:
-            reg_loss = self.reg * float(np.dot(penalized, penalized))
-            tmp = self._scratch("theta", 1, penalized.size)[0]
-            np.multiply(penalized, dtype.type(2 * self.reg), out=tmp)
-            grad[: penalized.size] += tmp
-        return data_loss + reg_loss, grad
+        return data_loss, grad
+
+    def _scratch_flat(self, name, size):
+        """A 1-D view of ``size`` entries of a buffer kept across calls."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size:
+            buf = np.empty(size, dtype=self.layout.dtype)
+            self._buffers[name] = buf
+        return buf[:size]
 
     def _rows(self, n):
         """``arange(n)``, kept across calls for the fancy indexing by label."""
@@ -252,6 +303,20 @@ class TwoLayerLoss:
         if rows is None or rows.size < n:
             rows = self._buffers["rows"] = np.arange(n)
         return rows[:n]
+
+    def _constant(self, name, value, n_rows, n_cols):
+        """A (n_rows, n_cols) view of a kept array filled with ``value``.
+
+        An all-zero one comes from calloc and is never written to, so its
+        pages usually stay unmapped; the memory budget counts it anyway.
+        """
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape[0] < n_rows:
+            buf = np.zeros((n_rows, n_cols), dtype=self.layout.dtype)
+            if value != 0:
+                buf.fill(value)
+            self._buffers[name] = buf
+        return buf[:n_rows]
 
     def _block(self, Xb, yb, swb, inv_weight_sum, W1, W2, b1, b2,
                gW1, gW2, gb1, gb2, accumulate=False):
@@ -272,40 +337,53 @@ class TwoLayerLoss:
         else:
             np.matmul(Xb, W1, out=A)
         A += b1
-        _activate_inplace(A, self.activation)  # A = h
-        S = self._scratch("S", n, C)  # (n, C): scores, then softmax, then dscores
-        np.matmul(A, W2, out=S)
-        S += b2
+        zeros = self._constant("zeros", 0, n, H)
+        _activate_inplace(A, self.activation, zeros)  # A = h
+        # Scores are kept transposed, one row per class: (C, n). With few
+        # classes, reductions over a sample's scores then run along the long
+        # axis, which numpy vectorizes (a third faster at batch 200).
+        ST = self._scratch_flat("S", C * n).reshape(C, n)
+        np.matmul(W2.T, A.T, out=ST)
+        ST += b2[:, None]
 
         # ---- log loss, stable for any size of score: shift by the row max
-        S -= S.max(axis=1, keepdims=True)
-        shifted_true = S[rows, yb]  # s_iy - max_i, (n,)
-        np.exp(S, out=S)
-        row_sum = S.sum(axis=1)  # in [1, C]: log never sees 0
-        losses = np.log(row_sum)
-        losses -= shifted_true  # l_i = log sum exp(s_i) - s_iy
-        S /= row_sum[:, None]  # S = softmax(s)
+        per_sample = self._scratch_flat("per_sample", 2 * n)
+        row_max, row_sum = per_sample[:n], per_sample[n:]
+        np.max(ST, axis=0, out=row_max)
+        ST -= row_max
+        # where s_iy sits in the flattened ST
+        true_class = np.multiply(yb, n, dtype=np.intp)
+        true_class += rows
+        flat = ST.reshape(-1)
+        losses = -flat[true_class]  # -(s_iy - max_i), (n,)
+        np.exp(ST, out=ST)
+        np.sum(ST, axis=0, out=row_sum)  # in [1, C]: log never sees 0
+        losses += np.log(row_sum)  # l_i = log sum exp(s_i) - s_iy
+        if swb is None:
+            block_loss = float(losses.sum(dtype=np.float64))
+            scale = inv_weight_sum
+        else:
+            block_loss = float(np.dot(swb, losses))
+            scale = swb * inv_weight_sum
 
         # ---- backward, reusing the forward values in place
-        # dscores = w_i (softmax - onehot) / sum(w)
-        S[rows, yb] -= 1
-        if swb is None:
-            S *= inv_weight_sum
-            block_loss = float(losses.sum(dtype=np.float64))
-        else:
-            scale = swb * inv_weight_sum
-            S *= scale[:, None]
-            block_loss = float(np.dot(swb, losses))
+        # dscores = w_i (softmax - onehot) / sum(w): exp(s) times
+        # (w_i / sum(w)) / row_sum, then the one-hot part subtracted.
+        np.divide(scale, row_sum, out=row_sum)
+        ST *= row_sum
+        flat[true_class] -= scale
+        S = ST.T  # (n, C)
         # dW2 = h^T dscores (H, C), db2 = sum_i dscores
         _matmul_into(A.T, S, gW2, accumulate, self._scratch("gW2", H, C))
-        _sum_rows_into(S, gb2, accumulate)
+        ones = self._constant("ones", 1, n, 1)[:, 0]
+        _matmul_into(ST, ones, gb2, accumulate, self._scratch_flat("gb2", C))
         # dh = dscores W2^T (n, H); df = dh * f'(f), f' read off h
         dH = self._scratch("dH", n, H)
         np.matmul(S, W2.T, out=dH)
         _backprop_activation_inplace(dH, A, self.activation)
         # dW1 = X^T df (D, H), db1 = sum_i df
         _matmul_into(Xb.T, dH, gW1, accumulate, self._scratch("gW1", *gW1.shape))
-        _sum_rows_into(dH, gb1, accumulate)
+        _matmul_into(ones, dH, gb1, accumulate, self._scratch_flat("gb1", H))
         return block_loss
 
     def evaluate(self, theta, X, y, sample_weight=None):

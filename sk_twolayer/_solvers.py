@@ -42,10 +42,26 @@ def _diverged(where, hint):
 class SGD:
     """Minibatch SGD with (Nesterov) momentum and a learning-rate schedule.
 
-    With velocity ``v`` the update is ``v <- momentum * v - lr * g`` and then
-    ``theta <- theta + v`` (classical) or
-    ``theta <- theta + momentum * v - lr * g`` (Nesterov, in the
-    reformulation of Sutskever et al., 2013).
+    With velocity ``v`` and gradient ``g`` the update is
+    ``v <- momentum * v - lr * g`` and then ``theta <- theta + v``
+    (classical) or ``theta <- theta + momentum * v - lr * g`` (Nesterov, in
+    the reformulation of Sutskever et al., 2013). An L2 penalty
+    ``reg * ||theta_p||^2`` enters as its gradient ``2 * reg * theta_p``,
+    which is exactly weight decay.
+
+    Both new vectors are linear in ``(theta, v, g)``, so the optimizer keeps
+    the three as the rows of one ``(3, n_params)`` array and writes the next
+    ``(theta, v)`` with a single ``(2, 3) @ (3, n_params)`` matrix product
+    into a second such array, then swaps the two. That reads each vector
+    once and writes each once, on BLAS's threads. The separate numpy passes
+    it replaces (penalty, momentum, step: about ten over the parameters)
+    took twice as long on MNIST-sized networks, where this update is the
+    largest cost of an SGD step at batch 200 outside the matrix products.
+
+    Use: :meth:`start` at a point, then per minibatch write the gradient of
+    the data term into :attr:`grad` at :attr:`theta` and call :meth:`step`;
+    :meth:`finish` keeps the velocity for a later :meth:`start` and frees
+    the buffers.
 
     Parameters
     ----------
@@ -67,28 +83,66 @@ class SGD:
         self.nesterov = nesterov
         self.schedule = schedule
         self.power_t = power_t
-        self._velocity = self._tmp = None
+        self._velocity = None
+        self._state = self._spare = None
+        self._coefs = {}
 
-    def step(self, theta, grad):
-        """Update ``theta`` in place; ``grad`` may be overwritten."""
-        if self._velocity is None:
-            self._velocity = np.zeros_like(theta)
-            self._tmp = np.empty_like(theta) if self.nesterov else None
-        v, mu = self._velocity, self.momentum
-        grad *= -self.learning_rate  # grad now holds -lr * g
-        if mu:
-            v *= mu
-            v += grad
+    def start(self, theta):
+        """Begin at ``theta`` (copied), with the velocity kept from before."""
+        self._state = np.empty((3, theta.size), dtype=theta.dtype)
+        self._spare = np.empty_like(self._state)
+        self._state[0] = theta
+        self._state[1] = 0 if self._velocity is None else self._velocity
+        self._coefs = {}
+
+    @property
+    def theta(self):
+        """The current parameters."""
+        return self._state[0]
+
+    @property
+    def grad(self):
+        """Where the gradient at :attr:`theta` is to be written before :meth:`step`."""
+        return self._state[2]
+
+    def _coefficients(self, reg):
+        """Rows giving ``(theta', v')`` as combinations of ``(theta, v, g)``."""
+        key = (self.learning_rate, reg)
+        coefs = self._coefs.get(key)
+        if coefs is None:
+            lr, mu = self.learning_rate, self.momentum
+            decay = 2 * lr * reg  # lr times the penalty's gradient factor
+            velocity = [-decay, mu, -lr]
             if self.nesterov:
-                # theta += mu * v - lr * g, through a kept buffer: no
-                # temporary of theta's size per minibatch.
-                np.multiply(v, mu, out=self._tmp)
-                theta += self._tmp
-                theta += grad
-            else:
-                theta += v
-        else:
-            theta += grad
+                # theta + mu * v' - lr * (g + 2 reg theta)
+                new_theta = [1 - decay * (1 + mu), mu * mu, -lr * (1 + mu)]
+            else:  # theta + v'
+                new_theta = [1 - decay, mu, -lr]
+            coefs = np.array([new_theta, velocity], dtype=self._state.dtype)
+            self._coefs = {key: coefs}  # only the current rate is needed
+        return coefs
+
+    def step(self, penalty=None):
+        """One update from the gradient in :attr:`grad`.
+
+        ``penalty`` (an L2 penalty with ``reg`` on the first ``size``
+        entries) is added to that gradient as weight decay.
+        """
+        state, spare = self._state, self._spare
+        n = state.shape[1]
+        split = n if penalty is None or not penalty.reg else penalty.size
+        if split:
+            np.matmul(self._coefficients(0.0 if penalty is None else penalty.reg),
+                      state[:, :split], out=spare[:2, :split])
+        if split < n:
+            np.matmul(self._coefficients(0.0), state[:, split:],
+                      out=spare[:2, split:])
+        self._state, self._spare = spare, state
+
+    def finish(self):
+        """Keep the velocity for the next :meth:`start`; free the buffers."""
+        self._velocity = self._state[1].copy()
+        self._state = self._spare = None
 
     def end_epoch(self, samples_seen):
         if self.schedule == "invscaling":
@@ -99,6 +153,9 @@ class SGD:
 
 class Adam:
     """Adam (Kingma and Ba, 2015) with bias-corrected step size.
+
+    The same interface as :class:`SGD`. An L2 penalty is added to the
+    gradient before the moments are updated (Adam with L2, not AdamW).
 
     Parameters
     ----------
@@ -121,15 +178,23 @@ class Adam:
         self.schedule = schedule
         self.power_t = power_t
         self.n_steps = 0
-        self._m = self._v = self._tmp = None
+        self._m = self._v = None
+        self.theta = self.grad = self._tmp = None
 
-    def step(self, theta, grad):
+    def start(self, theta):
+        self.theta = theta.copy()
+        self.grad = np.empty_like(theta)
+        self._tmp = np.empty_like(theta)
         if self._m is None:
             self._m = np.zeros_like(theta)
             self._v = np.zeros_like(theta)
-            self._tmp = np.empty_like(theta)
+
+    def step(self, penalty=None):
+        if penalty is not None:
+            penalty.add_gradient(self.theta, self.grad)
         self.n_steps += 1
         b1, b2, m, v, tmp = self.beta_1, self.beta_2, self._m, self._v, self._tmp
+        grad = self.grad
         # m <- b1 m + (1 - b1) g and v <- b2 v + (1 - b2) g^2, without
         # temporaries of theta's size (grad is overwritten).
         m *= b1
@@ -145,7 +210,11 @@ class Adam:
         tmp += self.epsilon
         np.divide(m, tmp, out=tmp)
         tmp *= -lr
-        theta += tmp
+        self.theta += tmp
+
+    def finish(self):
+        """Keep the moments for the next :meth:`start`; free the rest."""
+        self.theta = self.grad = self._tmp = None
 
     end_epoch = SGD.end_epoch
 
@@ -395,22 +464,28 @@ class BatchGatherer:
         if self._buf is None or self._buf.shape[0] < idx.size:
             self._buf = np.empty((idx.size, X.shape[1]), dtype=X.dtype)
         out = self._buf[: idx.size]
-        np.take(X, idx, axis=0, out=out)
+        # mode="clip": the indices are valid by construction, and the default
+        # mode="raise" buffers `out` (a third slower on MNIST-sized rows).
+        np.take(X, idx, axis=0, out=out, mode="clip")
         return out
 
 
 @np.errstate(over="ignore", invalid="ignore")
 def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
-               max_iter, rng, shuffle=True, stopper, score=None, callback=None,
-               samples_seen=0, warn_on_max_iter=True):
+               max_iter, rng, penalty=None, shuffle=True, stopper, score=None,
+               callback=None, samples_seen=0, warn_on_max_iter=True):
     """Run up to ``max_iter`` epochs of minibatch updates on ``theta`` in place.
+
+    The objective is ``fun`` plus ``penalty``; the penalty goes to the update
+    rule rather than into every minibatch gradient.
 
     Parameters
     ----------
     fun : callable
-        ``fun(theta, X, y, sample_weight, grad=None) -> (loss, grad)``.
+        ``fun(theta, X, y, sample_weight, grad=None) -> (loss, grad)``, the
+        data term.
     theta : ndarray
-        Updated in place.
+        Updated in place (at the end of each epoch).
     X, y, sample_weight :
         The training data.
     optimizer : SGD or Adam
@@ -419,6 +494,9 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
         Number of epochs.
     rng : numpy.random.RandomState
         Source of the per-epoch shuffles.
+    penalty : L2Penalty or None
+        ``value(theta)`` is added to each minibatch loss; the optimizer adds
+        its gradient.
     shuffle : bool
     stopper : Stopper
         Decides when to stop, on the training loss or, with ``score``, on a
@@ -440,7 +518,6 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
     n = X.shape[0]
     batch_size = int(np.clip(batch_size, 1, n))
     gather = BatchGatherer(X)
-    grad = np.empty_like(theta)
     order = np.arange(n)
     weight_total = n if sample_weight is None else float(sample_weight.sum())
     adaptive = getattr(optimizer, "schedule", "constant") == "adaptive"
@@ -453,6 +530,7 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
         f"Lower learning_rate_init (currently {optimizer.learning_rate_init}) "
         "or scale the features, e.g. with StandardScaler."
     )
+    optimizer.start(theta)
     try:
         for epoch in range(max_iter):
             if shuffle and not full_batch:
@@ -470,14 +548,20 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
                 else:
                     Xb, yb = gather(idx), y[idx]
                     swb = None if sample_weight is None else sample_weight[idx]
-                loss, g = fun(theta, Xb, yb, swb, grad=grad)
+                current, grad = optimizer.theta, optimizer.grad
+                loss, g = fun(current, Xb, yb, swb, grad=grad)
+                if g is not grad:
+                    grad[...] = g
+                if penalty is not None:
+                    loss += penalty.value(current)
                 if not np.isfinite(loss):
                     raise _diverged(f"in epoch {epoch + 1}", hint)
-                optimizer.step(theta, g)
+                optimizer.step(penalty)
                 # The epoch loss is the weighted mean of the batch losses.
                 epoch_loss += loss * (idx.size if swb is None else float(swb.sum()))
                 samples_seen += idx.size
             epoch_loss /= weight_total if weight_total > 0 else 1.0
+            theta[...] = optimizer.theta
             if not np.all(np.isfinite(theta)):
                 raise _diverged(f"in epoch {epoch + 1}", hint)
             loss_curve.append(epoch_loss)
@@ -506,7 +590,10 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
     except KeyboardInterrupt:
         interrupted = True
         message = "interrupted"
+        theta[...] = optimizer.theta  # the weights so far
         _warn_interrupted(len(loss_curve))
+    finally:
+        optimizer.finish()
 
     n_iter = len(loss_curve)
     if (score is not None or interrupted) and stopper.best_theta is not None:

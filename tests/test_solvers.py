@@ -85,32 +85,92 @@ def test_stochastic_optimizers_reach_the_minimizer(optimizer):
     assert result.samples_seen == result.n_iter * len(X)
 
 
+def _steps(optimizer, theta, grads, penalty=None):
+    """Run ``optimizer`` from ``theta`` over the given gradients; the new theta."""
+    optimizer.start(theta)
+    for g in grads:
+        optimizer.grad[...] = g
+        optimizer.step(penalty)
+    out = optimizer.theta.copy()
+    optimizer.finish()
+    return out
+
+
 def test_sgd_update_rules_match_their_formulas():
     theta, g = np.array([1.0, -2.0]), np.array([0.5, 0.25])
-    plain = _solvers.SGD(0.1, momentum=0.0)
-    t = theta.copy()
-    plain.step(t, g.copy())
+    t = _steps(_solvers.SGD(0.1, momentum=0.0), theta, [g])
     np.testing.assert_allclose(t, theta - 0.1 * g)
 
-    classical = _solvers.SGD(0.1, momentum=0.9, nesterov=False)
-    t = theta.copy()
-    classical.step(t, g.copy())  # v = -lr g
-    classical.step(t, g.copy())  # v = 0.9 v - lr g
+    # v1 = -lr g, v2 = 0.9 v1 - lr g; theta += v each step
+    t = _steps(_solvers.SGD(0.1, momentum=0.9, nesterov=False), theta, [g, g])
     v2 = 0.9 * (-0.1 * g) - 0.1 * g
     np.testing.assert_allclose(t, theta - 0.1 * g + v2)
 
-    nesterov = _solvers.SGD(0.1, momentum=0.9, nesterov=True)
-    t = theta.copy()
-    nesterov.step(t, g.copy())  # theta += 0.9 v - lr g, with v = -lr g
+    # theta += 0.9 v - lr g, with v = -lr g
+    t = _steps(_solvers.SGD(0.1, momentum=0.9, nesterov=True), theta, [g])
     np.testing.assert_allclose(t, theta + 0.9 * (-0.1 * g) - 0.1 * g)
+
+
+class _Penalty:
+    """reg * ||theta[:size]||^2, the interface the update rules expect."""
+
+    def __init__(self, reg, size):
+        self.reg, self.size = reg, size
+
+    def value(self, theta):
+        return self.reg * float(np.dot(theta[: self.size], theta[: self.size]))
+
+    def add_gradient(self, theta, grad):
+        grad[: self.size] += 2 * self.reg * theta[: self.size]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: _solvers.SGD(0.1, momentum=0.0),
+    lambda: _solvers.SGD(0.1, momentum=0.9, nesterov=False),
+    lambda: _solvers.SGD(0.1, momentum=0.9, nesterov=True),
+    lambda: _solvers.Adam(0.1),
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_penalty_in_the_update_equals_penalty_in_the_gradient(make, dtype):
+    # The penalty folded into the update (weight decay) must give the same
+    # trajectory as adding 2 * reg * theta to every gradient by hand, with an
+    # unpenalized tail, over several steps so that the velocity matters too.
+    rng = np.random.RandomState(0)
+    theta0 = rng.normal(size=7).astype(dtype)
+    grads = rng.normal(size=(4, 7)).astype(dtype)
+    penalty = _Penalty(0.3, 5)
+
+    folded = _steps(make(), theta0, grads, penalty)
+
+    by_hand = make()
+    by_hand.start(theta0)
+    for g in grads:
+        full = g + 2 * 0.3 * np.r_[by_hand.theta[:5], np.zeros(2, dtype)]
+        by_hand.grad[...] = full
+        by_hand.step()
+    assert folded.dtype == dtype
+    np.testing.assert_allclose(folded, by_hand.theta,
+                               rtol=1e-5 if dtype == np.float32 else 1e-12)
+    # and the penalty did something: without it the result differs
+    assert not np.allclose(folded, _steps(make(), theta0, grads), rtol=1e-4)
+
+
+def test_velocity_carries_over_from_one_start_to_the_next():
+    # Two runs of two steps each (as two partial_fit calls) equal one run of
+    # four: finish() keeps the momentum for the next start().
+    rng = np.random.RandomState(1)
+    theta0, grads = rng.normal(size=5), rng.normal(size=(4, 5))
+    split = _solvers.SGD(0.1, momentum=0.9)
+    half = _steps(split, theta0, grads[:2])
+    np.testing.assert_allclose(_steps(split, half, grads[2:]),
+                               _steps(_solvers.SGD(0.1, momentum=0.9), theta0, grads),
+                               rtol=1e-12)
 
 
 def test_adam_first_step_has_the_learning_rate_as_size():
     # With bias correction the first Adam step is lr * sign(g) (up to epsilon).
-    adam = _solvers.Adam(0.01)
-    theta = np.zeros(3)
-    adam.step(theta, np.array([3.0, -0.001, 10.0]))
-    np.testing.assert_allclose(theta, [-0.01, 0.01, -0.01], rtol=1e-3)
+    t = _steps(_solvers.Adam(0.01), np.zeros(3), [np.array([3.0, -0.001, 10.0])])
+    np.testing.assert_allclose(t, [-0.01, 0.01, -0.01], rtol=1e-3)
 
 
 def test_invscaling_schedule():
