@@ -6,7 +6,8 @@ Measures, in one process and on the same data:
     matrix products alone (the same GEMMs, same shapes, same flops, measured
     in the same run), for float64 and float32, dense input, CSR input at 1%
     density (against a sparse-aware bound: the same sparse-dense products
-    plus the dense ones), and one SGD epoch at batch 200;
+    plus the dense ones), and one SGD epoch at batch 200 (also against a
+    floor: those GEMMs plus the batch gather and one update pass);
 (b) fit time against ``MLPClassifier(hidden_layer_sizes=(H,))`` with the same
     solver, batch size and number of epochs/iterations, and each one's final
     training loss;
@@ -195,18 +196,43 @@ def bench_roofline(cfg):
                     "roofline_ratio": _ratio(t["gemm"], t[path]),
                 })
             del X
-        rows.append(_sgd_epoch_roofline(cfg, dname, dtype))
+        rows.extend(_sgd_epoch_roofline(cfg, dname, dtype))
     return rows
 
 
+def _batch_bounds(X, y, layout, theta, b):
+    """The GEMM bound of each minibatch of an epoch, in order."""
+    return [_gemm_bound(X[s:s + b], layout, theta, y[s:s + b])
+            for s in range(0, X.shape[0], b)]
+
+
 def _sgd_epoch_roofline(cfg, dname, dtype):
-    """One SGD epoch (shuffled minibatches) against the GEMMs of its batches."""
+    """One SGD epoch (shuffled minibatches) against the GEMMs of its batches.
+
+    A second reference, the *floor*, is an epoch of training steps with
+    everything but the memory traffic of SGD taken out: per batch, the
+    batch's rows copied out of X (np.take), the five GEMMs on those rows
+    and on the live parameters, and one pass that reads the parameters,
+    velocity and gradient and writes the parameters and velocity (our
+    update, with a zero learning rate so that the numbers stay put). No
+    softmax, activation or bias arithmetic. Any momentum SGD over shuffled
+    rows, built on the BLAS that numpy and scipy expose, moves at least this
+    memory, so ``floor_ratio`` (GEMM time / floor time) is about the most an
+    SGD epoch can reach on this machine, and ``ours_vs_floor`` is what our
+    elementwise arithmetic and Python cost on top.
+    """
     n, d, h, c, b = cfg.n, cfg.d, cfg.hidden, cfg.classes, cfg.batch
     X, y = _problem(n, d, c, dtype)
     layout, theta0 = _params(d, h, c, dtype)
-    bounds = [_gemm_bound(X[s:s + b], layout, theta0, y[s:s + b])
-              for s in range(0, n, b)]
+    bounds = _batch_bounds(X, y, layout, theta0, b)
     loss = TwoLayerLoss(layout, reg=1e-4)
+    order = np.random.RandomState(0).permutation(n)
+    gather = _solvers.BatchGatherer(X)
+    update = _solvers.SGD(0.0, momentum=0.9, nesterov=True)
+    update.start(theta0)
+    A = np.empty((min(b, n), h), dtype=dtype)
+    S = np.empty((min(b, n), c), dtype=dtype)
+    dH = np.empty_like(A)
 
     def epoch():
         _solvers.stochastic(
@@ -220,15 +246,33 @@ def _sgd_epoch_roofline(cfg, dname, dtype):
         for f in bounds:
             f()
 
-    t = _alternate({"gemm": bound, "epoch": epoch}, cfg.repeats)
-    return {
-        "dtype": dname, "input": "dense", "path": "sgd_epoch",
-        "n": n, "batch": b,
-        "bound_s": float(np.median(t["gemm"])),
-        "ours_s": float(np.median(t["epoch"])),
-        "bound_gflops": _flops(n, d, h, c) / 1e9 / float(np.median(t["gemm"])),
-        "roofline_ratio": _ratio(t["gemm"], t["epoch"]),
-    }
+    def floor():
+        for start in range(0, n, b):
+            Xb = gather(order[start:start + b])
+            m = Xb.shape[0]
+            W1, W2, _, _ = layout.unpack(update.theta)
+            gW1, gW2, _, _ = layout.unpack(update.grad)
+            np.matmul(Xb, W1, out=A[:m])
+            np.matmul(A[:m], W2, out=S[:m])
+            np.matmul(A[:m].T, S[:m], out=gW2)
+            np.matmul(S[:m], W2.T, out=dH[:m])
+            np.matmul(Xb.T, dH[:m], out=gW1)
+            update.step(loss.penalty)
+
+    t = _alternate({"gemm": bound, "floor": floor, "epoch": epoch}, cfg.repeats)
+    common = {"dtype": dname, "input": "dense", "n": n, "batch": b,
+              "bound_s": float(np.median(t["gemm"])),
+              "bound_gflops": _flops(n, d, h, c) / 1e9 / float(np.median(t["gemm"]))}
+    return [
+        dict(common, path="sgd_epoch", ours_s=float(np.median(t["epoch"])),
+             roofline_ratio=_ratio(t["gemm"], t["epoch"]),
+             floor_s=float(np.median(t["floor"])),
+             floor_ratio=_ratio(t["gemm"], t["floor"]),
+             ours_vs_floor=_ratio(t["floor"], t["epoch"])),
+        dict(common, path="sgd_floor GEMM+gather+upd",
+             ours_s=float(np.median(t["floor"])),
+             roofline_ratio=_ratio(t["gemm"], t["floor"])),
+    ]
 
 
 # ------------------------------------------------------------- (b) vs MLP
@@ -414,13 +458,22 @@ def bench_torch(cfg):
                      "ours_s": float(np.median(t["ours_full"])),
                      "torch_s": float(np.median(t["torch_full"])),
                      "speedup": _ratio(t["torch_full"], t["ours_full"])})
-        t = _alternate({"torch_sgd": torch_sgd, "ours_sgd": ours_sgd},
-                       cfg.fit_repeats, warmup=0)
+        bounds = _batch_bounds(X, y, layout, theta0, b)
+
+        def gemm_sgd():  # the GEMMs of the same epochs, alone
+            for _ in range(cfg.epochs):
+                for f in bounds:
+                    f()
+
+        t = _alternate({"torch_sgd": torch_sgd, "ours_sgd": ours_sgd,
+                        "gemm": gemm_sgd}, cfg.fit_repeats, warmup=0)
         rows.append({"dtype": dname,
                      "work": f"SGD {cfg.epochs} epochs, batch {b}",
                      "ours_s": float(np.median(t["ours_sgd"])),
                      "torch_s": float(np.median(t["torch_sgd"])),
-                     "speedup": _ratio(t["torch_sgd"], t["ours_sgd"])})
+                     "speedup": _ratio(t["torch_sgd"], t["ours_sgd"]),
+                     "ours_roofline": _ratio(t["gemm"], t["ours_sgd"]),
+                     "torch_roofline": _ratio(t["gemm"], t["torch_sgd"])})
     return {"available": True, "version": torch.__version__,
             "threads": torch.get_num_threads(), "rows": rows}
 
@@ -536,12 +589,18 @@ def format_table(results):
     if t.get("available"):
         lines.append(f"(d) PyTorch {t['version']} CPU, {t['threads']} threads "
                      "(speedup = torch time / our time)")
+        lines.append("    (roofline: GEMM-only time of the same epochs / time)")
         lines.append(f"| {'dtype':7} | {'work':26} | {'ours s':>7} | {'torch s':>7} "
-                     f"| {'speedup':>7} |")
-        lines.append("|" + "|".join("-" * w for w in (9, 28, 9, 9, 9)) + "|")
+                     f"| {'speedup':>7} | {'ours roofline':>13} "
+                     f"| {'torch roofline':>14} |")
+        lines.append("|" + "|".join("-" * w for w in (9, 28, 9, 9, 9, 15, 16)) + "|")
         for r in t["rows"]:
+            ours_r = f"{r['ours_roofline']:13.2f}" if "ours_roofline" in r else " " * 13
+            torch_r = (f"{r['torch_roofline']:14.2f}" if "torch_roofline" in r
+                       else " " * 14)
             lines.append(f"| {r['dtype']:7} | {r['work']:26} | {r['ours_s']:7.3f} | "
-                         f"{r['torch_s']:7.3f} | {r['speedup']:7.2f} |")
+                         f"{r['torch_s']:7.3f} | {r['speedup']:7.2f} | {ours_r} "
+                         f"| {torch_r} |")
     else:
         lines.append("(d) PyTorch: not installed (pip install torch==2.13.0)")
     lines.append("")
