@@ -20,7 +20,7 @@ alternately (A, B, B, A, ...), because shared machines are noisy.
 
 Usage::
 
-    python benchmarks/run.py                  # default sizes, ~10-20 minutes
+    python benchmarks/run.py                  # default sizes, ~6 minutes
     python benchmarks/run.py --quick          # tiny sizes, seconds
     python benchmarks/run.py --repeats 9 --json results.json
 
