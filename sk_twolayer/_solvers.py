@@ -106,11 +106,16 @@ class SGD:
         return self._state[2]
 
     def _coefficients(self, reg):
-        """Rows giving ``(theta', v')`` as combinations of ``(theta, v, g)``."""
-        key = (self.learning_rate, reg)
-        coefs = self._coefs.get(key)
+        """Rows giving ``(theta', v')`` as combinations of ``(theta, v, g)``.
+
+        Cached per penalty strength (the penalized prefix and the rest of
+        the vector) for the current learning rate.
+        """
+        lr, mu = self.learning_rate, self.momentum
+        if self._coefs.get("lr") != lr:
+            self._coefs = {"lr": lr}
+        coefs = self._coefs.get(reg)
         if coefs is None:
-            lr, mu = self.learning_rate, self.momentum
             decay = 2 * lr * reg  # lr times the penalty's gradient factor
             velocity = [-decay, mu, -lr]
             if self.nesterov:
@@ -118,8 +123,8 @@ class SGD:
                 new_theta = [1 - decay * (1 + mu), mu * mu, -lr * (1 + mu)]
             else:  # theta + v'
                 new_theta = [1 - decay, mu, -lr]
-            coefs = np.array([new_theta, velocity], dtype=self._state.dtype)
-            self._coefs = {key: coefs}  # only the current rate is needed
+            coefs = self._coefs[reg] = np.array([new_theta, velocity],
+                                                dtype=self._state.dtype)
         return coefs
 
     def step(self, penalty=None):
