@@ -7,6 +7,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from sk_twolayer import _solvers
+from sk_twolayer._loss import L2Penalty
 
 
 def _quadratic(dtype=np.float64, dim=6):
@@ -111,19 +112,6 @@ def test_sgd_update_rules_match_their_formulas():
     np.testing.assert_allclose(t, theta + 0.9 * (-0.1 * g) - 0.1 * g)
 
 
-class _Penalty:
-    """reg * ||theta[:size]||^2, the interface the update rules expect."""
-
-    def __init__(self, reg, size):
-        self.reg, self.size = reg, size
-
-    def value(self, theta):
-        return self.reg * float(np.dot(theta[: self.size], theta[: self.size]))
-
-    def add_gradient(self, theta, grad):
-        grad[: self.size] += 2 * self.reg * theta[: self.size]
-
-
 @pytest.mark.parametrize("make", [
     lambda: _solvers.SGD(0.1, momentum=0.0),
     lambda: _solvers.SGD(0.1, momentum=0.9, nesterov=False),
@@ -138,7 +126,7 @@ def test_penalty_in_the_update_equals_penalty_in_the_gradient(make, dtype):
     rng = np.random.RandomState(0)
     theta0 = rng.normal(size=7).astype(dtype)
     grads = rng.normal(size=(4, 7)).astype(dtype)
-    penalty = _Penalty(0.3, 5)
+    penalty = L2Penalty(0.3, 5)  # the loss's own penalty object
 
     folded = _steps(make(), theta0, grads, penalty)
 
