@@ -9,6 +9,8 @@ features, ``H`` hidden units, ``C`` classes; ``W1`` (D, H), ``b1`` (H,),
 ``W2`` (H, C), ``b2`` (C,).
 """
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn import get_config
@@ -210,13 +212,21 @@ class TwoLayerLoss:
         row_bytes = (3 * H + C + 5) * itemsize
         return _rows_in_budget(row_bytes, n_rows)
 
-    def _scratch(self, name, n_rows, n_cols):
-        """A C-contiguous (n_rows, n_cols) view of a buffer kept across calls."""
+    def _buffer(self, name, *shape, fill=None):
+        """A C-contiguous view of ``shape`` on a flat buffer kept across calls.
+
+        With ``fill``, a new buffer is filled once and must never be written
+        to. An all-zero one comes from calloc, so its pages usually stay
+        unmapped; the memory budget counts it anyway.
+        """
+        size = math.prod(shape)
         buf = self._buffers.get(name)
-        if buf is None or buf.shape[0] < n_rows:
-            buf = np.empty((n_rows, n_cols), dtype=self.layout.dtype)
+        if buf is None or buf.size < size:
+            buf = np.zeros(size, dtype=self.layout.dtype)
+            if fill:
+                buf.fill(fill)
             self._buffers[name] = buf
-        return buf[:n_rows]
+        return buf[:size].reshape(shape)
 
     # ------------------------------------------------------------- evaluation
     def loss_gradient(self, theta, X, y, sample_weight=None, grad=None):
@@ -289,34 +299,12 @@ class TwoLayerLoss:
 
         return data_loss, grad
 
-    def _scratch_flat(self, name, size):
-        """A 1-D view of ``size`` entries of a buffer kept across calls."""
-        buf = self._buffers.get(name)
-        if buf is None or buf.size < size:
-            buf = np.empty(size, dtype=self.layout.dtype)
-            self._buffers[name] = buf
-        return buf[:size]
-
     def _rows(self, n):
         """``arange(n)``, kept across calls for the fancy indexing by label."""
         rows = self._buffers.get("rows")
         if rows is None or rows.size < n:
             rows = self._buffers["rows"] = np.arange(n)
         return rows[:n]
-
-    def _constant(self, name, value, n_rows, n_cols):
-        """A (n_rows, n_cols) view of a kept array filled with ``value``.
-
-        An all-zero one comes from calloc and is never written to, so its
-        pages usually stay unmapped; the memory budget counts it anyway.
-        """
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape[0] < n_rows:
-            buf = np.zeros((n_rows, n_cols), dtype=self.layout.dtype)
-            if value != 0:
-                buf.fill(value)
-            self._buffers[name] = buf
-        return buf[:n_rows]
 
     def _block(self, Xb, yb, swb, inv_weight_sum, W1, W2, b1, b2,
                gW1, gW2, gb1, gb2, accumulate=False):
@@ -331,23 +319,23 @@ class TwoLayerLoss:
         rows = self._rows(n)
 
         # ---- forward
-        A = self._scratch("A", n, H)  # (n, H): f, then h, then f'(f)
+        A = self._buffer("A", n, H)  # (n, H): f, then h, then f'(f)
         if sp.issparse(Xb):
             A[...] = Xb @ W1  # sparse GEMM; X is never densified
         else:
             np.matmul(Xb, W1, out=A)
         A += b1
-        zeros = self._constant("zeros", 0, n, H)
+        zeros = self._buffer("zeros", n, H, fill=0)
         _activate_inplace(A, self.activation, zeros)  # A = h
         # Scores are kept transposed, one row per class: (C, n). With few
         # classes, reductions over a sample's scores then run along the long
         # axis, which numpy vectorizes (a third faster at batch 200).
-        ST = self._scratch_flat("S", C * n).reshape(C, n)
+        ST = self._buffer("S", C, n)
         np.matmul(W2.T, A.T, out=ST)
         ST += b2[:, None]
 
         # ---- log loss, stable for any size of score: shift by the row max
-        per_sample = self._scratch_flat("per_sample", 2 * n)
+        per_sample = self._buffer("per_sample", 2 * n)
         row_max, row_sum = per_sample[:n], per_sample[n:]
         np.max(ST, axis=0, out=row_max)
         ST -= row_max
@@ -374,16 +362,16 @@ class TwoLayerLoss:
         flat[true_class] -= scale
         S = ST.T  # (n, C)
         # dW2 = h^T dscores (H, C), db2 = sum_i dscores
-        _matmul_into(A.T, S, gW2, accumulate, self._scratch("gW2", H, C))
-        ones = self._constant("ones", 1, n, 1)[:, 0]
-        _matmul_into(ST, ones, gb2, accumulate, self._scratch_flat("gb2", C))
+        _matmul_into(A.T, S, gW2, accumulate, self._buffer("gW2", H, C))
+        ones = self._buffer("ones", n, fill=1)
+        _matmul_into(ST, ones, gb2, accumulate, self._buffer("gb2", C))
         # dh = dscores W2^T (n, H); df = dh * f'(f), f' read off h
-        dH = self._scratch("dH", n, H)
+        dH = self._buffer("dH", n, H)
         np.matmul(S, W2.T, out=dH)
         _backprop_activation_inplace(dH, A, self.activation)
         # dW1 = X^T df (D, H), db1 = sum_i df
-        _matmul_into(Xb.T, dH, gW1, accumulate, self._scratch("gW1", *gW1.shape))
-        _matmul_into(ones, dH, gb1, accumulate, self._scratch_flat("gb1", H))
+        _matmul_into(Xb.T, dH, gW1, accumulate, self._buffer("gW1", *gW1.shape))
+        _matmul_into(ones, dH, gb1, accumulate, self._buffer("gb1", H))
         return block_loss
 
     def evaluate(self, theta, X, y, sample_weight=None):
