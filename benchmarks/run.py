@@ -141,22 +141,22 @@ def _gemm_bound(X, layout, theta, y):
     dH = S @ W2.T
     gW1 = np.empty_like(W1)
     gW2 = np.empty((H, C), dtype=dtype)
-    sparse = sp.issparse(X)
+    return lambda: _five_gemms(X, W1, W2, A, S, dH, gW1, gW2)
 
-    def run():
-        if sparse:
-            A[...] = X @ W1  # sparse-dense product, the same scipy kernel
-        else:
-            np.matmul(X, W1, out=A)
-        np.matmul(A, W2, out=S)
-        np.matmul(A.T, S, out=gW2)
-        np.matmul(S, W2.T, out=dH)
-        if sparse:
-            gW1[...] = X.T @ dH
-        else:
-            np.matmul(X.T, dH, out=gW1)
 
-    return run
+def _five_gemms(X, W1, W2, A, S, dH, gW1, gW2):
+    """The products of a forward/backward pass, into the given buffers."""
+    if sp.issparse(X):
+        A[...] = X @ W1  # sparse-dense product, the same scipy kernel
+    else:
+        np.matmul(X, W1, out=A)
+    np.matmul(A, W2, out=S)
+    np.matmul(A.T, S, out=gW2)
+    np.matmul(S, W2.T, out=dH)
+    if sp.issparse(X):
+        gW1[...] = X.T @ dH
+    else:
+        np.matmul(X.T, dH, out=gW1)
 
 
 def _flops(n, d, h, c, nnz=None):
@@ -252,11 +252,7 @@ def _sgd_epoch_roofline(cfg, dname, dtype):
             m = Xb.shape[0]
             W1, W2, _, _ = layout.unpack(update.theta)
             gW1, gW2, _, _ = layout.unpack(update.grad)
-            np.matmul(Xb, W1, out=A[:m])
-            np.matmul(A[:m], W2, out=S[:m])
-            np.matmul(A[:m].T, S[:m], out=gW2)
-            np.matmul(S[:m], W2.T, out=dH[:m])
-            np.matmul(Xb.T, dH[:m], out=gW1)
+            _five_gemms(Xb, W1, W2, A[:m], S[:m], dH[:m], gW1, gW2)
             update.step(loss.penalty)
 
     t = _alternate({"gemm": bound, "floor": floor, "epoch": epoch}, cfg.repeats)
