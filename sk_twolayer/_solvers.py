@@ -85,7 +85,7 @@ class SGD:
         self.power_t = power_t
         self._velocity = None
         self._state = self._spare = None
-        self._coefs = {}
+        self._coefs, self._coefs_lr = {}, None
 
     def start(self, theta):
         """Begin at ``theta`` (copied), with the velocity kept from before."""
@@ -93,7 +93,7 @@ class SGD:
         self._spare = np.empty_like(self._state)
         self._state[0] = theta
         self._state[1] = 0 if self._velocity is None else self._velocity
-        self._coefs = {}
+        self._coefs, self._coefs_lr = {}, None  # their dtype is theta's
 
     @property
     def theta(self):
@@ -112,8 +112,8 @@ class SGD:
         the vector) for the current learning rate.
         """
         lr, mu = self.learning_rate, self.momentum
-        if self._coefs.get("lr") != lr:
-            self._coefs = {"lr": lr}
+        if self._coefs_lr != lr:
+            self._coefs, self._coefs_lr = {}, lr
         coefs = self._coefs.get(reg)
         if coefs is None:
             decay = 2 * lr * reg  # lr times the penalty's gradient factor
