@@ -66,10 +66,20 @@ class ParamLayout:
         """Glorot-uniform weights and zero biases, drawn from ``random_state``.
 
         The weight bound is ``sqrt(6 / (fan_in + fan_out))``, the scale of
-        Glorot and Bengio (2010); for the logistic activation it is doubled to
-        compensate for its flat slope of 1/4 at the origin (the same choice as
-        scikit-learn's MLP). Biases start at zero so that the L2 penalty on
-        them starts at zero too.
+        Glorot and Bengio (2010). For the logistic activation we double it,
+        because the logistic's slope at the origin is 1/4 (tanh's is 1): with
+        the plain bound its units start in a nearly linear band around 1/2
+        and pass on little signal. This is our choice, not scikit-learn's:
+        its MLP goes the other way and uses the smaller bound
+        ``sqrt(2 / (fan_in + fan_out))`` for the logistic. Both are
+        defensible. On standardized digits (3-fold CV accuracy, mean of 3
+        seeds) ours reached 0.861 after 10 SGD epochs against 0.821 with
+        scikit-learn's bound (Adam: 0.861 against 0.854), while
+        scikit-learn's did a little better after 30 L-BFGS iterations
+        (0.945 against 0.937); four times the bound, which Glorot and
+        Bengio's argument suggests for the logistic, did worse with every
+        solver (SGD 0.809, Adam 0.709, L-BFGS 0.935). Biases start at zero so that the L2 penalty on them starts
+        at zero too.
         """
         theta = np.zeros(self.size, dtype=self.dtype)
         W1, W2, _, _ = self.unpack(theta)
