@@ -3,7 +3,6 @@
 import contextlib
 import copy
 import inspect
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -11,7 +10,7 @@ from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, compute_class_weight
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import (
@@ -31,6 +30,7 @@ except ImportError:  # pragma: no cover - older scikit-learn has no callbacks
 from . import _solvers
 from ._loss import ACTIVATIONS, TwoLayerLoss, forward
 from ._params import ParamLayout
+from ._warnings import warn
 
 
 # Below this many held-out samples, a validation accuracy moves in steps too
@@ -92,6 +92,13 @@ def _partial_fit_available(est):
         raise AttributeError(
             "partial_fit is only available for solver='sgd' or solver='adam', "
             f"not solver={est.solver!r}."
+        )
+    if est.early_stopping:
+        raise AttributeError(
+            "partial_fit does not support early_stopping=True: one call sees "
+            "one chunk of data, with nothing held out to stop on. Set "
+            "early_stopping=False, and judge the model on held-out data "
+            "between calls."
         )
     if isinstance(est.class_weight, str) and est.class_weight == "balanced":
         raise AttributeError(
@@ -225,7 +232,11 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
     verbose : bool, default=False
         Print the loss after every iteration or epoch, for every solver.
     warm_start : bool, default=False
-        Continue from the current weights on the next :meth:`fit`.
+        Continue from the current weights on the next :meth:`fit`, which
+        must see the same classes. The stochastic solvers start a new
+        optimizer (momentum and Adam's moments start at zero), as
+        MLPClassifier's do; the ``invscaling`` schedule counts on from
+        ``t_``.
     momentum : float, default=0.9
         Momentum of ``"sgd"``, in [0, 1].
     nesterovs_momentum : bool, default=True
@@ -235,7 +246,10 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         and stop when its accuracy stalls for ``n_iter_no_change``
         iterations; the best weights are restored at the end. Works for every
         solver. A validation set passed to :meth:`fit` as ``X_val, y_val`` is
-        used instead of a split.
+        used instead of a split. Where a class has a single sample the split
+        cannot be stratified: it falls back to a plain random split, with a
+        warning that names the class. :meth:`partial_fit` is not available
+        with early stopping.
     validation_fraction : float, default=0.1
         Fraction of the training data held out with ``early_stopping``.
     beta_1 : float, default=0.9
@@ -244,9 +258,10 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         Decay rate of Adam's second-moment estimate.
     epsilon : float, default=1e-8
         Numerical stabilizer of Adam.
-    n_iter_no_change : int, default=10
+    n_iter_no_change : int or np.inf, default=10
         Epochs (or iterations) without an improvement of ``tol`` before the
         stochastic solvers stop, or early stopping ends training.
+        ``np.inf`` never stops on a plateau: training runs for ``max_iter``.
     max_fun : int, default=15000
         Maximum number of loss evaluations of ``"lbfgs"``.
     class_weight : dict, "balanced" or None, default=None
@@ -269,7 +284,10 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
     n_iter_ : int
-        Number of iterations (L-BFGS) or epochs the solver ran.
+        Number of iterations (L-BFGS) or epochs the solver ran in the last
+        :meth:`fit`, warm-started or not, as in MLPClassifier; so
+        ``n_iter_ == max_iter`` means the budget ran out. :meth:`partial_fit`
+        adds its one epoch per call.
     loss_ : float
         Training objective at the end of fitting.
     best_loss_ : float
@@ -277,7 +295,9 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
     loss_curve_ : list of float
         Training objective after each iteration or epoch, for every solver.
     t_ : int
-        Number of training samples seen by the solver.
+        Number of training samples seen by the solver since the model was
+        started, counting on across warm-started fits and :meth:`partial_fit`
+        calls.
     validation_scores_ : list of float or None
         Validation accuracy after each iteration, with early stopping or a
         validation set; None otherwise.
@@ -331,7 +351,9 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         "beta_1": [Interval(Real, 0, 1, closed="left")],
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})
+        ],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "penalize_bias": ["boolean"],
@@ -437,7 +459,8 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Run one epoch of the stochastic solver over the given data.
 
-        Only available for ``solver="sgd"`` and ``solver="adam"``.
+        Only available for ``solver="sgd"`` and ``solver="adam"``, without
+        ``early_stopping`` and without ``class_weight="balanced"``.
 
         Parameters
         ----------
@@ -446,8 +469,10 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         y : array-like of shape (n_samples,)
             Target labels, all of them in ``classes``.
         classes : array-like of shape (n_classes,), default=None
-            Every class that will ever appear. Required on the first call,
-            ignored on the next ones.
+            Every class that will ever appear. Required on the first call;
+            on later calls it may be omitted, and if given must equal
+            ``classes_`` (a ValueError otherwise, as in scikit-learn's other
+            incremental classifiers).
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative sample weights.
 
@@ -505,19 +530,20 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             {"classes_": labels, "n_outputs_": labels.size},
         )
 
+        # t_ counts the samples seen since the model was started, across
+        # warm-started fits and partial_fit calls; invscaling follows it.
         previous_t = 0 if first_call else self.t_
         if self.solver == "lbfgs":
             result = self._run_lbfgs(loss, theta, X, y, sample_weight, validation,
                                      callback)
-            state["t_"] = previous_t + result.n_iter * X.shape[0]
+            state.update(t_=previous_t + result.n_iter * X.shape[0],
+                         _optimizer_state=None, _stopper_state=None)
         else:
             result, solver_state = self._run_stochastic(
                 loss, theta, X, y, sample_weight, validation, callback, rng,
-                incremental, first_call,
+                incremental, first_call, previous_t,
             )
-            # partial_fit counts on from t_; a warm-started fit from zero.
-            seen = result.samples_seen - (previous_t if incremental else 0)
-            state.update(solver_state, t_=previous_t + seen)
+            state.update(solver_state, t_=result.samples_seen)
 
         W1, W2, b1, b2 = layout.unpack(result.theta.copy())
         state.update(
@@ -531,11 +557,15 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         curve = previous_curve + list(result.loss_curve)
         if not curve:  # interrupted before the first iteration
             curve = [loss.loss_gradient(result.theta, X, y, sample_weight)[0]]
+        # n_iter_ counts this fit's iterations, as MLPClassifier's does, so
+        # that n_iter_ == max_iter says the budget ran out; partial_fit counts
+        # on, one epoch per call.
+        counts_on = incremental and not first_call
         state.update(
             loss_curve_=curve,
             loss_=curve[-1],
             best_loss_=min(curve),
-            n_iter_=(0 if first_call else self.n_iter_) + result.n_iter,
+            n_iter_=(self.n_iter_ if counts_on else 0) + result.n_iter,
         )
         if validation is not None:
             state.update(
@@ -554,6 +584,21 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         """Class indices of ``y``, and the class labels."""
         if not first_call:
             labels = self.classes_
+            if incremental and classes is not None:
+                if not np.array_equal(unique_labels(classes), labels):
+                    raise ValueError(
+                        f"classes={unique_labels(classes).tolist()} differs from "
+                        f"the classes_ {labels.tolist()} of the fitted model. "
+                        "Later partial_fit calls may omit classes, and must "
+                        "not change them; fit a new model for other classes."
+                    )
+            elif not incremental and not np.array_equal(unique_labels(y), labels):
+                raise ValueError(
+                    "warm_start=True continues a model only on y with the same "
+                    f"classes: the model has classes_ {labels.tolist()}, y has "
+                    f"{unique_labels(y).tolist()}. Set warm_start=False to fit "
+                    "a new model."
+                )
         elif incremental:
             if classes is None:
                 raise ValueError(
@@ -615,22 +660,19 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         if X_val is None:
             n_val = int(np.ceil(self.validation_fraction * X.shape[0]))
             if n_val < MIN_VALIDATION_SAMPLES:
-                warnings.warn(
+                warn(
                     f"early_stopping is ignored: validation_fraction="
                     f"{self.validation_fraction} of {X.shape[0]} samples holds out "
                     f"{n_val}, fewer than the {MIN_VALIDATION_SAMPLES} needed for "
                     "a meaningful validation score. Raise validation_fraction or "
                     "pass X_val and y_val.",
                     UserWarning,
-                    stacklevel=4,
                 )
                 return None
-            # Stratify whenever every class can be represented on both sides.
-            counts = np.bincount(y, minlength=labels.size)
-            can_stratify = counts[counts > 0].min() >= 2 and n_val >= np.sum(counts > 0)
+            stratify = self._stratify(y, labels, n_val)
             X, X_val, y, y_val, sample_weight, sw_val = train_test_split(
                 X, y, sample_weight, test_size=n_val, random_state=rng,
-                stratify=y if can_stratify else None,
+                stratify=y if stratify else None,
             )
         else:
             X_val, y_val = validate_data(
@@ -647,6 +689,33 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             )
         return {"train": (X, y, sample_weight), "X": X_val, "y": y_val,
                 "sw": sw_val, "scores": [], "losses": []}
+
+    @staticmethod
+    def _stratify(y, labels, n_val):
+        """Whether the validation split can be stratified; a warning if not.
+
+        Stratifying needs every class on both sides of the split: two samples
+        of each class, and at least one held-out sample per class.
+        """
+        counts = np.bincount(y, minlength=labels.size)
+        single = labels[counts == 1]
+        n_present = np.count_nonzero(counts)
+        if single.size:
+            reason = (f"class{'es' if single.size > 1 else ''} "
+                      f"{single.tolist()} {'have' if single.size > 1 else 'has'} "
+                      "a single sample, which cannot be on both sides")
+        elif n_val < n_present:
+            reason = (f"the {n_val} held-out samples cannot hold all "
+                      f"{n_present} classes")
+        else:
+            return True
+        warn(
+            f"early_stopping holds out an unstratified validation split: {reason}. "
+            "The validation score may miss some classes. Pass X_val and y_val "
+            "to choose the validation set.",
+            UserWarning,
+        )
+        return False
 
     def _score_function(self, loss, validation):
         """``score(theta)``: validation accuracy, recording it and the loss."""
@@ -676,12 +745,14 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         )
 
     def _run_stochastic(self, loss, theta, X, y, sample_weight, validation,
-                        callback, rng, incremental, first_call):
-        if incremental and not first_call:
-            # Work on copies, so that a failed call leaves the model as it was.
-            optimizer = copy.deepcopy(self._optimizer)
-            stopper = copy.deepcopy(self._stopper_state)
-            samples_seen = self.t_
+                        callback, rng, incremental, first_call, samples_seen):
+        optimizer_state = getattr(self, "_optimizer_state", None)
+        if (incremental and not first_call and optimizer_state is not None
+                and optimizer_state["solver"] == self.solver):
+            # New objects from the stored state (its arrays copied), so that a
+            # failed call leaves the model as it was.
+            optimizer = _solvers.optimizer_from_state(optimizer_state)
+            stopper = _solvers.Stopper.from_state(self._stopper_state)
         else:
             lr = self.learning_rate_init
             if self.solver == "sgd":
@@ -695,7 +766,6 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
                     self.epsilon, self.learning_rate, self.power_t,
                 )
             stopper = self._stopper(validation)
-            samples_seen = 0
         batch_size = 200 if self.batch_size == "auto" else self.batch_size
         result = _solvers.stochastic(
             loss.data_loss_gradient, theta, X, y, sample_weight,
@@ -705,7 +775,10 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             score=self._score_function(loss, validation), callback=callback,
             samples_seen=samples_seen, warn_on_max_iter=not incremental,
         )
-        return result, {"_optimizer": optimizer, "_stopper_state": stopper}
+        # Plain dicts of numbers and arrays, which skops loads without being
+        # asked to trust a private type.
+        return result, {"_optimizer_state": optimizer.state_dict(),
+                        "_stopper_state": stopper.state_dict()}
 
     # -------------------------------------------------------------- prediction
     def _scores(self, X):

@@ -17,7 +17,6 @@ best weights seen so far, which is what they return when a
 
 import contextlib
 import os
-import warnings
 
 import numpy as np
 import scipy
@@ -26,9 +25,22 @@ from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import ThreadpoolController
 
+from ._warnings import warn
+
 
 class DivergenceError(ValueError):
     """Training produced a non-finite loss or non-finite weights."""
+
+
+def _diverging(loss, dtype):
+    """Whether a loss is non-finite or too large to be anything but divergence.
+
+    A loss above the square root of the dtype's largest number (about 1e154
+    in float64, 2e19 in float32) means scores of that size, whose products
+    in the next gradient overflow: the run is lost even while the loss is
+    still finite.
+    """
+    return not abs(loss) <= np.sqrt(np.finfo(dtype).max)
 
 
 def _diverged(where, hint):
@@ -39,7 +51,46 @@ def _diverged(where, hint):
 
 
 # --------------------------------------------------------------- update rules
-class SGD:
+class _UpdateRule:
+    """What SGD and Adam share: the schedule and a plain-data state.
+
+    A subclass names its constructor arguments in ``_hyper`` and the
+    attributes that training changes in ``_trained``.
+    """
+
+    name = None
+    _hyper = _trained = ()
+
+    def end_epoch(self, samples_seen):
+        """Apply the ``invscaling`` schedule, ``samples_seen`` being ``t``."""
+        if self.schedule == "invscaling":
+            self.learning_rate = (
+                self.learning_rate_init / (samples_seen + 1) ** self.power_t
+            )
+
+    def state_dict(self):
+        """The optimizer as a dict of numbers, strings and arrays (copies).
+
+        Fitted models keep this form rather than the object, so that
+        :mod:`skops.io` loads them without trusting a private type.
+        """
+        state = {name: getattr(self, name) for name in self._hyper + self._trained}
+        state = {key: value.copy() if isinstance(value, np.ndarray) else value
+                 for key, value in state.items()}
+        return {"solver": self.name, **state}
+
+    @classmethod
+    def from_state(cls, state):
+        """The optimizer that :meth:`state_dict` described (arrays copied)."""
+        optimizer = cls(**{name: state[name] for name in cls._hyper})
+        for name in cls._trained:
+            value = state[name]
+            setattr(optimizer, name,
+                    value.copy() if isinstance(value, np.ndarray) else value)
+        return optimizer
+
+
+class SGD(_UpdateRule):
     """Minibatch SGD with (Nesterov) momentum and a learning-rate schedule.
 
     With velocity ``v`` and gradient ``g`` the update is
@@ -74,6 +125,11 @@ class SGD:
         ``adaptive`` is driven by :class:`Stopper` (lr / 5 on a plateau).
     power_t : float
     """
+
+    name = "sgd"
+    # The velocity is None before the first start.
+    _hyper = ("learning_rate_init", "momentum", "nesterov", "schedule", "power_t")
+    _trained = ("learning_rate", "_velocity")
 
     def __init__(self, learning_rate_init=0.01, momentum=0.9, nesterov=True,
                  schedule="constant", power_t=0.5):
@@ -149,14 +205,7 @@ class SGD:
         self._velocity = self._state[1].copy()
         self._state = self._spare = None
 
-    def end_epoch(self, samples_seen):
-        if self.schedule == "invscaling":
-            self.learning_rate = (
-                self.learning_rate_init / (samples_seen + 1) ** self.power_t
-            )
-
-
-class Adam:
+class Adam(_UpdateRule):
     """Adam (Kingma and Ba, 2015) with bias-corrected step size.
 
     The same interface as :class:`SGD`. An L2 penalty is added to the
@@ -172,6 +221,11 @@ class Adam:
     schedule, power_t :
         As for :class:`SGD`; the schedule scales the base step size.
     """
+
+    name = "adam"
+    _hyper = ("learning_rate_init", "beta_1", "beta_2", "epsilon", "schedule",
+              "power_t")
+    _trained = ("learning_rate", "n_steps", "_m", "_v")
 
     def __init__(self, learning_rate_init=0.001, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, schedule="constant", power_t=0.5):
@@ -221,7 +275,10 @@ class Adam:
         """Keep the moments for the next :meth:`start`; free the rest."""
         self.theta = self.grad = self._tmp = None
 
-    end_epoch = SGD.end_epoch
+
+def optimizer_from_state(state):
+    """Rebuild an :class:`SGD` or :class:`Adam` from its ``state_dict()``."""
+    return {"sgd": SGD, "adam": Adam}[state["solver"]].from_state(state)
 
 
 # ------------------------------------------------------------------- stopping
@@ -268,6 +325,28 @@ class Stopper:
                 self.best_theta[...] = theta
         return self.no_improvement_count > self.n_iter_no_change
 
+    def state_dict(self):
+        """The stopper as a dict of numbers and arrays (copies)."""
+        return {
+            "tol": self.tol,
+            "n_iter_no_change": self.n_iter_no_change,
+            "higher_is_better": self.sign > 0,
+            "best": float(self.best),
+            "best_theta": None if self.best_theta is None else self.best_theta.copy(),
+            "no_improvement_count": int(self.no_improvement_count),
+        }
+
+    @classmethod
+    def from_state(cls, state):
+        """The stopper that :meth:`state_dict` described (arrays copied)."""
+        stopper = cls(state["tol"], state["n_iter_no_change"],
+                      state["higher_is_better"])
+        stopper.best = state["best"]
+        best_theta = state["best_theta"]
+        stopper.best_theta = None if best_theta is None else best_theta.copy()
+        stopper.no_improvement_count = state["no_improvement_count"]
+        return stopper
+
     def plateau_message(self, what):
         return (
             f"{what} did not improve more than tol={self.tol} for "
@@ -305,11 +384,10 @@ class Result:
 
 
 def _warn_interrupted(n_iter):
-    warnings.warn(
+    warn(
         f"Training was interrupted by the user after {n_iter} iterations; the "
         "model keeps the best weights found so far.",
         UserWarning,
-        stacklevel=4,
     )
 
 
@@ -385,8 +463,8 @@ def lbfgs(fun, theta0, X, y, sample_weight=None, *, max_iter=200, max_fun=15000,
     def fun64(x):
         np.copyto(work, x, casting="same_kind")
         loss, g = fun(work, X, y, sample_weight, grad=grad)
-        if not np.isfinite(loss):
-            # Let L-BFGS-B's line search back off from a non-finite point.
+        if _diverging(loss, dtype):
+            # Let L-BFGS-B's line search back off from a diverging point.
             return np.inf, np.zeros_like(x)
         return loss, g.astype(np.float64, copy=dtype != np.float64)
 
@@ -433,7 +511,7 @@ def lbfgs(fun, theta0, X, y, sample_weight=None, *, max_iter=200, max_fun=15000,
             theta = stopper.best_theta
         return Result(theta, loss_curve, n_iter, False, "interrupted", True)
 
-    if not np.isfinite(res.fun) or not np.all(np.isfinite(res.x)):
+    if _diverging(res.fun, dtype) or not np.all(np.isfinite(res.x)):
         raise _diverged(
             "in L-BFGS",
             "Scale the features (e.g. with StandardScaler) or increase reg.",
@@ -444,12 +522,11 @@ def lbfgs(fun, theta0, X, y, sample_weight=None, *, max_iter=200, max_fun=15000,
     if stopper is not None and score is not None and stopper.best_theta is not None:
         theta = stopper.best_theta
     if not converged:
-        warnings.warn(
+        warn(
             f"L-BFGS did not converge: {res.message}. Increase max_iter "
             f"(currently {max_iter}) or max_fun (currently {max_fun}), or "
             "scale the features, e.g. with StandardScaler.",
             ConvergenceWarning,
-            stacklevel=3,
         )
     return Result(theta, loss_curve, n_iter, converged, message)
 
@@ -559,7 +636,7 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
                     grad[...] = g
                 if penalty is not None:
                     loss += penalty.value(current)
-                if not np.isfinite(loss):
+                if _diverging(loss, theta.dtype):
                     raise _diverged(f"in epoch {epoch + 1}", hint)
                 optimizer.step(penalty)
                 # The epoch loss is the weighted mean of the batch losses.
@@ -606,12 +683,11 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
         theta[...] = stopper.best_theta
     if not converged and not interrupted and warn_on_max_iter:
         message = f"Maximum iterations ({max_iter}) reached."
-        warnings.warn(
+        warn(
             f"Stochastic optimizer: maximum iterations ({max_iter}) reached "
             "and the optimization has not converged yet. Increase max_iter "
             "or learning_rate_init.",
             ConvergenceWarning,
-            stacklevel=3,
         )
     result = Result(theta, loss_curve, n_iter, converged, message, interrupted)
     result.samples_seen = samples_seen

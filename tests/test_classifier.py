@@ -342,8 +342,11 @@ def test_warm_start_continues_from_the_current_weights(iris, solver):
     _fit_quietly(clf, X, y)
     first_curve = list(clf.loss_curve_)
     _fit_quietly(clf, X, y)
-    assert clf.n_iter_ == len(clf.loss_curve_) == 20
-    assert clf.t_ == 20 * len(X)  # samples seen, over both fits
+    # n_iter_ counts the last fit (as MLPClassifier's); the curve and t_
+    # count on over both.
+    assert clf.n_iter_ == 10
+    assert len(clf.loss_curve_) == 20
+    assert clf.t_ == 20 * len(X)
     assert clf.loss_curve_[:10] == first_curve
     # The second fit starts where the first ended, not from scratch.
     assert clf.loss_curve_[10] < 1.1 * first_curve[-1] < 0.9 * first_curve[0]
@@ -363,7 +366,8 @@ def test_invscaling_follows_the_samples_seen(iris):
     clf = _fit_quietly(TwoLayerSoftmaxClassifier(
         solver="sgd", learning_rate="invscaling", learning_rate_init=0.5,
         power_t=0.25, max_iter=4, random_state=0), X, y)
-    assert clf._optimizer.learning_rate == pytest.approx(0.5 / (clf.t_ + 1) ** 0.25)
+    assert clf._optimizer_state["learning_rate"] == pytest.approx(
+        0.5 / (clf.t_ + 1) ** 0.25)
 
 
 def test_adaptive_divides_the_rate_on_plateaus(iris):
@@ -373,8 +377,8 @@ def test_adaptive_divides_the_rate_on_plateaus(iris):
         tol=10.0, n_iter_no_change=1, max_iter=100, random_state=0).fit(X, y)
     # Every epoch is a plateau under tol=10: the rate drops by 5 every 2
     # epochs until it is below 1e-6, then training stops.
-    assert clf._optimizer.learning_rate < 1e-6
-    assert clf._optimizer.learning_rate == pytest.approx(0.01 / 5**6)
+    assert clf._optimizer_state["learning_rate"] < 1e-6
+    assert clf._optimizer_state["learning_rate"] == pytest.approx(0.01 / 5**6)
     assert clf.n_iter_ < 100
 
 
@@ -568,3 +572,145 @@ def test_keyboard_interrupt_keeps_the_weights_so_far(iris, solver):
     assert all(np.all(np.isfinite(w)) for w in clf.coefs_ + clf.intercepts_)
     assert np.isfinite(clf.loss_)
     assert clf.score(X, y) > 0.6
+
+
+# --------------------------------------- scikit-learn conventions (MLP's)
+def test_partial_fit_rejects_other_classes_on_a_later_call(iris):
+    X, y = iris
+    clf = TwoLayerSoftmaxClassifier(solver="sgd", random_state=0)
+    clf.partial_fit(X, y, classes=[0, 1, 2])
+    clf.partial_fit(X, y, classes=[2, 1, 0])  # the same classes, any order
+    before = _state(clf)
+    with pytest.raises(ValueError, match=re.escape("classes=[0, 1, 2, 3] differs")):
+        clf.partial_fit(X, y, classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="differs"):
+        clf.partial_fit(X, y, classes=[0, 1])
+    assert _state(clf) == before
+
+
+def test_partial_fit_is_unavailable_with_early_stopping(iris):
+    X, y = iris
+    clf = TwoLayerSoftmaxClassifier(solver="adam", early_stopping=True)
+    assert not hasattr(clf, "partial_fit")
+    with pytest.raises(AttributeError) as excinfo:
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    assert "does not support early_stopping=True" in str(excinfo.value.__cause__)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_warm_start_rejects_other_classes(iris, solver):
+    X, y = iris
+    clf = _fit_quietly(TwoLayerSoftmaxClassifier(
+        solver=solver, warm_start=True, max_iter=5, random_state=0), X, y)
+    before = _state(clf)
+    for labels in (y[y < 2], np.where(y == 2, 3, y)):  # fewer classes; another
+        rows = slice(None) if labels.size == y.size else y < 2
+        with pytest.raises(ValueError, match="same classes"):
+            clf.fit(X[rows], labels)
+        assert _state(clf) == before
+    # Without warm_start the same data simply fits a new model.
+    clf.set_params(warm_start=False)
+    _fit_quietly(clf, X[y < 2], y[y < 2])
+    assert clf.classes_.tolist() == [0, 1] and clf.coefs_[1].shape[1] == 2
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_partial_fit_counts_epochs_on_while_a_warm_fit_counts_its_own(iris, solver):
+    X, y = iris
+    clf = TwoLayerSoftmaxClassifier(solver=solver, random_state=0)
+    for _ in range(3):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    assert clf.n_iter_ == 3
+    clf.set_params(warm_start=True, max_iter=2)
+    _fit_quietly(clf, X, y)
+    assert clf.n_iter_ == 2 == clf.max_iter  # the budget ran out, and says so
+    assert len(clf.loss_curve_) == 5
+    assert clf.t_ == 5 * len(X)
+
+
+def test_invscaling_counts_on_across_warm_started_fits():
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    y = np.array([0, 1, 1, 0])
+    clf = TwoLayerSoftmaxClassifier(
+        solver="sgd", learning_rate="invscaling", learning_rate_init=0.001,
+        power_t=0.25, max_iter=1, warm_start=True, random_state=0)
+    _fit_quietly(clf, X, y)
+    assert clf._optimizer_state["learning_rate"] == pytest.approx(0.001 / 5**0.25)
+    _fit_quietly(clf, X, y)
+    # t counts the 8 samples of both fits, as in MLPClassifier.
+    assert clf.t_ == 8
+    assert clf._optimizer_state["learning_rate"] == pytest.approx(0.001 / 9**0.25)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_n_iter_no_change_inf_never_stops_on_a_plateau(iris, solver):
+    X, y = iris
+    # tol=10 makes every epoch a plateau: a finite patience stops early ...
+    params = dict(solver=solver, tol=10.0, max_iter=15, random_state=0)
+    assert TwoLayerSoftmaxClassifier(n_iter_no_change=2, **params).fit(X, y).n_iter_ < 15
+    # ... np.inf runs the whole budget.
+    with pytest.warns(ConvergenceWarning, match="maximum iterations"):
+        clf = TwoLayerSoftmaxClassifier(n_iter_no_change=np.inf, **params).fit(X, y)
+    assert clf.n_iter_ == 15
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_a_huge_finite_loss_is_divergence(solver):
+    # Features near the float maximum: the loss stays finite (about 1e306)
+    # but is divergence in all but name.
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-1, 1, size=(50, 4)) * 1e307
+    y = rng.randint(0, 2, size=50)
+    with pytest.raises(ValueError, match="diverged.*StandardScaler"):
+        TwoLayerSoftmaxClassifier(solver=solver, max_iter=20, random_state=0).fit(X, y)
+
+
+def test_early_stopping_warns_naming_a_single_sample_class():
+    X, y = make_blobs(n_samples=200, centers=3, random_state=0)
+    y = y.astype(str)
+    y[0] = "lonely"
+    clf = TwoLayerSoftmaxClassifier(solver="adam", early_stopping=True,
+                                    max_iter=5, random_state=0)
+    with pytest.warns(UserWarning, match=re.escape("class ['lonely'] has a single")):
+        _fit_quietly(clf, X, y)
+    assert clf.validation_scores_ is not None  # the unstratified split is used
+
+
+def _warning_sources(action):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        action()
+    return {(w.category.__name__, w.filename) for w in caught}
+
+
+def test_warnings_point_at_the_callers_line(iris):
+    X, y = iris
+    here = __file__
+    # ConvergenceWarning from each solver, through fit and partial_fit.
+    for solver in SOLVERS:
+        clf = TwoLayerSoftmaxClassifier(solver=solver, max_iter=1)
+        assert _warning_sources(lambda: clf.fit(X, y)) == {("ConvergenceWarning", here)}
+    # The early-stopping warnings.
+    tiny = TwoLayerSoftmaxClassifier(early_stopping=True, max_iter=300)
+    assert _warning_sources(lambda: tiny.fit(X[::5], y[::5])) == {("UserWarning", here)}
+    # Through scikit-learn, the warning points at scikit-learn's call of fit,
+    # as scikit-learn's own estimators' warnings do.
+    from sklearn.model_selection import cross_validate
+    sources = _warning_sources(lambda: cross_validate(
+        TwoLayerSoftmaxClassifier(max_iter=1), X, y, cv=2, error_score="raise"))
+    assert {category for category, _ in sources} == {"ConvergenceWarning"}
+    assert all(path.endswith("_validation.py") for _, path in sources)
+
+
+def test_interrupt_warning_points_at_the_callers_line(iris, monkeypatch):
+    X, y = iris
+    clf = TwoLayerSoftmaxClassifier(solver="sgd", max_iter=5, random_state=0)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clf, "_score_function", lambda *a: None)
+    from sk_twolayer import _solvers
+    monkeypatch.setattr(_solvers.Stopper, "update", interrupt)
+    sources = _warning_sources(lambda: clf.fit(X, y))
+    assert sources == {("UserWarning", __file__)}
