@@ -55,3 +55,38 @@ def test_benchmark_torch_section(tmp_path):
     assert {(r["dtype"], r["work"].split()[0]) for r in results["torch"]["rows"]} == {
         (d, w) for d in ("float64", "float32") for w in ("full-batch", "SGD")
     }
+
+
+def test_benchmark_predict_section(tmp_path):
+    results = _run(tmp_path, "predict")
+    p = results["predict"]
+    works = [r["work"] for r in p["rows"]]
+    assert works[:3] == ["predict, 1 row", "predict_proba, 1 row",
+                         f"predict_proba, {p['batch_rows']} rows"]
+    for row in p["rows"]:
+        assert {"ours_s", "mlp_s", "speedup"} <= set(row)
+    assert "(e) prediction" in results["table"]
+    try:
+        import onnxruntime  # noqa: F401
+        import skl2onnx  # noqa: F401
+    except ImportError:
+        assert not p["onnx"]["available"]
+        return
+    assert p["onnx"]["available"]
+    assert works[3:] == ["onnxruntime, 1 row",
+                         f"onnxruntime, {p['batch_rows']} rows"]
+    # The exported graph computes what the estimator computes.
+    assert p["onnx"]["ours_max_proba_diff"] < 1e-5
+
+
+def test_benchmark_predict_skips_onnx_when_missing(monkeypatch):
+    # A None entry in sys.modules makes the import fail as if not installed.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", SCRIPT)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    sessions, reason = run._onnx_sessions(None, None, 4)
+    assert sessions is None
+    assert "onnxruntime" in reason
