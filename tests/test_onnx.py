@@ -151,6 +151,22 @@ def test_parity_pipeline(dtype_name):
                   dtype_name)
 
 
+@pytest.mark.parametrize("opset", [11, 13])
+def test_parity_older_opsets(opset):
+    # Softmax changed its axis semantics at opset 13; both must give rows.
+    X_train, X_test, y_train, _ = _split("wine", np.float32)
+    model = TwoLayerSoftmaxClassifier(hidden_size=16, activation="leaky_relu",
+                                      max_iter=10, random_state=0)
+    model.fit(X_train, y_train)
+    onx = to_onnx(model, X_test[:1], options=NO_ZIPMAP, target_opset=opset)
+    assert max(o.version for o in onx.opset_import if o.domain == "") <= opset
+    labels, proba = _run(onx, X_test)
+    assert np.array_equal(labels, model.predict(X_test))
+    diff = float(np.max(np.abs(proba - model.predict_proba(X_test))))
+    PARITY[f"opset {opset} leaky_relu wine float32"] = diff
+    assert diff <= ATOL["float32"]
+
+
 def test_float64_model_in_a_float32_graph():
     X_train, X_test, y_train, _ = _split("wine", np.float64)
     model = TwoLayerSoftmaxClassifier(hidden_size=16, max_iter=30,
