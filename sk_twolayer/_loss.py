@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn import get_config
 
+from ._namespace import NUMPY, max_precision_float_dtype, ops_for
 from ._params import ParamLayout
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "logistic")
@@ -46,7 +47,8 @@ def _row_blocks(n_rows, rows_per_block):
     """
     n_blocks = max(1, -(-n_rows // rows_per_block))  # ceil division
     block = max(1, -(-n_rows // n_blocks))
-    return [slice(start, start + block) for start in range(0, n_rows, block)]
+    return [slice(start, min(start + block, n_rows))
+            for start in range(0, n_rows, block)]
 
 
 def _activate_inplace(A, activation, zeros=None):
@@ -96,6 +98,37 @@ def _backprop_activation_inplace(dH, h, activation):
     dH *= h
 
 
+def _activate(ops, A, activation, zeros=None):
+    """h = f(A): in place for numpy, a new array in other namespaces."""
+    if ops.is_numpy:
+        _activate_inplace(A, activation, zeros)
+        return A
+    xp = ops.xp
+    if activation == "relu":
+        return xp.clip(A, min=0.0)
+    if activation == "leaky_relu":
+        return xp.where(A > 0, A, LEAKY_SLOPE * A)
+    if activation == "tanh":
+        return xp.tanh(A)
+    return (xp.tanh(0.5 * A) + 1.0) * 0.5  # logistic, as above
+
+
+def _backprop_activation(ops, dH, h, activation):
+    """dL/df = dL/dh * f'(f), with f' read off h (see the numpy version)."""
+    if ops.is_numpy:
+        _backprop_activation_inplace(dH, h, activation)
+        return dH
+    xp = ops.xp
+    if activation in ("relu", "leaky_relu"):
+        mask = xp.astype(h > 0, dH.dtype)
+        if activation == "leaky_relu":
+            mask = mask * (1 - LEAKY_SLOPE) + LEAKY_SLOPE
+        return dH * mask
+    if activation == "tanh":
+        return dH * (1.0 - h * h)
+    return dH * (h * (1.0 - h))  # logistic
+
+
 def _matmul_into(a, b, out, accumulate, scratch):
     """``out = a @ b``, or ``out += a @ b`` through a kept scratch buffer.
 
@@ -116,6 +149,43 @@ def _matmul_into(a, b, out, accumulate, scratch):
         out += scratch
     else:
         np.matmul(a, b, out=out)
+
+
+class _GradientViews:
+    """Gradient blocks written into views of the flat gradient (numpy).
+
+    ``add(k, a, b, accumulate, scratch)`` writes (or adds) ``a @ b`` into
+    block ``k`` of ``(gW1, gW2, gb1, gb2)``.
+    """
+
+    def __init__(self, layout, grad):
+        self.grad = grad
+        self.views = layout.unpack(grad)
+
+    def add(self, k, a, b, accumulate, scratch):
+        _matmul_into(a, b, self.views[k], accumulate, scratch)
+
+    def flat(self):
+        return self.grad
+
+
+class _GradientParts:
+    """Gradient blocks kept as arrays, concatenated at the end (Array API).
+
+    Other namespaces have no portable way to write into a reshaped slice.
+    """
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.parts = [None] * 4
+
+    def add(self, k, a, b, accumulate, scratch=None):
+        product = a @ b
+        self.parts[k] = self.parts[k] + product if accumulate else product
+
+    def flat(self):
+        xp = self.xp
+        return xp.concat([xp.reshape(part, (-1,)) for part in self.parts])
 
 
 class L2Penalty:
@@ -139,16 +209,19 @@ class L2Penalty:
         self.size = int(size)
         self._scratch = None
 
-    def value(self, theta):
-        """``reg * ||theta[:size]||^2``."""
+    def value(self, theta, ops=NUMPY):
+        """``reg * ||theta[:size]||^2``: a float, or a 0-d array off numpy."""
         if not self.reg:
             return 0.0
         penalized = theta[: self.size]
-        return self.reg * float(np.dot(penalized, penalized))
+        return self.reg * ops.dot(penalized, penalized)
 
-    def add_gradient(self, theta, grad):
+    def add_gradient(self, theta, grad, ops=NUMPY):
         """Add ``2 * reg * theta`` to ``grad`` on the prefix, in place."""
         if not self.reg:
+            return
+        if not ops.is_numpy:
+            grad[: self.size] += (2 * self.reg) * theta[: self.size]
             return
         tmp = self._scratch
         if tmp is None or tmp.dtype != theta.dtype or tmp.size < self.size:
@@ -197,10 +270,14 @@ class TwoLayerLoss:
         Number of rows evaluated at once. ``None`` derives it from a memory
         budget so that a full-batch evaluation never needs scratch memory
         proportional to N.
+    ops : NumpyOps or ArrayAPIOps
+        The array namespace and device of ``theta`` and the data (see
+        :mod:`sk_twolayer._namespace`). Off numpy, the loss is a 0-d array
+        on the device, so that a training loop reads it only when it wants.
     """
 
     def __init__(self, layout, reg=0.0, penalize_bias=True, activation="relu",
-                 block_rows=None):
+                 block_rows=None, ops=NUMPY):
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {ACTIVATIONS}, got {activation!r}."
@@ -211,6 +288,7 @@ class TwoLayerLoss:
         self.activation = activation
         self.block_rows = block_rows
         self.penalty = L2Penalty(self.reg, layout.n_penalized(self.penalize_bias))
+        self.ops = ops
         self._buffers = {}
 
     # ------------------------------------------------------------------ memory
@@ -230,15 +308,31 @@ class TwoLayerLoss:
         With ``fill``, a new buffer is filled once and must never be written
         to. An all-zero one comes from calloc, so its pages usually stay
         unmapped; the memory budget counts it anyway.
+
+        Off numpy only filled buffers are kept (the primitives there return
+        new arrays); an output buffer is None.
         """
+        ops = self.ops
+        if not ops.is_numpy and fill is None:
+            return None
         size = math.prod(shape)
         buf = self._buffers.get(name)
-        if buf is None or buf.size < size:
-            buf = np.zeros(size, dtype=self.layout.dtype)
-            if fill:
+        if buf is None or buf.shape[0] < size:
+            buf = ops.zeros((size,), self._dtype())
+            if fill and ops.is_numpy:
                 buf.fill(fill)
+            elif fill:
+                buf = buf + fill
             self._buffers[name] = buf
-        return buf[:size].reshape(shape)
+        if ops.is_numpy:
+            return buf[:size].reshape(shape)
+        return ops.xp.reshape(buf[:size], shape)
+
+    def _dtype(self):
+        """The layout's dtype in this namespace."""
+        if self.ops.is_numpy:
+            return self.layout.dtype
+        return getattr(self.ops.xp, self.layout.dtype.name)
 
     # ------------------------------------------------------------- evaluation
     def loss_gradient(self, theta, X, y, sample_weight=None, grad=None):
@@ -263,47 +357,59 @@ class TwoLayerLoss:
         grad : ndarray of shape (n_params,)
         """
         loss, grad = self.data_loss_gradient(theta, X, y, sample_weight, grad)
-        self.penalty.add_gradient(theta, grad)
-        return loss + self.penalty.value(theta), grad
+        self.penalty.add_gradient(theta, grad, self.ops)
+        return loss + self.penalty.value(theta, self.ops), grad
 
     def data_loss_gradient(self, theta, X, y, sample_weight=None, grad=None):
         """The weighted mean log loss and its gradient, without the penalty.
 
-        Same parameters and returns as :meth:`loss_gradient`.
+        Same parameters and returns as :meth:`loss_gradient`. Off numpy,
+        ``grad`` is ignored and a new gradient is returned, and the loss is
+        a 0-d array on the device: nothing is read back to the host.
         """
-        layout = self.layout
-        dtype = layout.dtype
-        W1, W2, b1, b2 = layout.unpack(theta)
-        if grad is None:
-            grad = np.empty_like(theta)
-        gW1, gW2, gb1, gb2 = layout.unpack(grad)
+        layout, ops = self.layout, self.ops
+        W1, W2, b1, b2 = layout.unpack(theta, None if ops.is_numpy else ops.xp)
+        if ops.is_numpy:
+            if grad is None:
+                grad = np.empty_like(theta)
+            sink = _GradientViews(layout, grad)
+        else:
+            sink = _GradientParts(ops.xp)
 
         N = X.shape[0]
         if sample_weight is None:
             weight_sum = float(N)
         else:
-            weight_sum = float(sample_weight.sum(dtype=np.float64))
-        data_loss = 0.0
-        if N > 0 and weight_sum > 0:
-            # dL/ds_i = w_i (p_i - onehot(y_i)) / sum(w): fold 1 / sum(w) in once.
-            inv_weight_sum = dtype.type(1.0 / weight_sum)
-            # The first block writes the gradient, later blocks add to it:
-            # no zero-fill pass and no per-call temporaries of theta's size.
-            blocks = _row_blocks(N, self._rows_per_block(N))
-            for i, rows in enumerate(blocks):
-                swb = None if sample_weight is None else sample_weight[rows]
-                data_loss += self._block(
-                    X[rows], y[rows], swb, inv_weight_sum,
-                    W1, W2, b1, b2, gW1, gW2, gb1, gb2, accumulate=i > 0,
-                )
-            data_loss /= weight_sum
-        else:
+            weight_sum = ops.total(sample_weight)
+        if not ops.is_numpy:
+            # No branch on a device value: all-zero weights give a zero data
+            # term and gradient through a clipped denominator, as below.
+            weight_sum = ops.xp.clip(ops.xp.asarray(weight_sum, dtype=W1.dtype,
+                                                    device=ops.device),
+                                     min=float(np.finfo(layout.dtype).tiny))
+        elif not (N > 0 and weight_sum > 0):
             # An empty batch, or one whose weights are all zero, carries no
             # data term: only the penalty remains, which keeps minibatch
             # training going.
             grad.fill(0)
+            return 0.0, grad
 
-        return data_loss, grad
+        # dL/ds_i = w_i (p_i - onehot(y_i)) / sum(w): fold 1 / sum(w) in once.
+        inv_weight_sum = 1.0 / weight_sum
+        if ops.is_numpy:
+            inv_weight_sum = layout.dtype.type(inv_weight_sum)
+        data_loss = 0.0
+        # The first block writes the gradient, later blocks add to it:
+        # no zero-fill pass and no per-call temporaries of theta's size.
+        for i, rows in enumerate(_row_blocks(N, self._rows_per_block(N))):
+            swb = None if sample_weight is None else sample_weight[rows]
+            data_loss += self._block(
+                X[rows] if ops.is_numpy else X[rows, ...], y[rows], swb,
+                inv_weight_sum, W1, W2, b1, b2, sink, accumulate=i > 0,
+            )
+        if ops.is_numpy:
+            return data_loss / weight_sum, sink.flat()
+        return data_loss * inv_weight_sum, sink.flat()
 
     def _rows(self, n):
         """``arange(n)``, kept across calls for the fancy indexing by label."""
@@ -312,112 +418,158 @@ class TwoLayerLoss:
             rows = self._buffers["rows"] = np.arange(n)
         return rows[:n]
 
-    def _block(self, Xb, yb, swb, inv_weight_sum, W1, W2, b1, b2,
-               gW1, gW2, gb1, gb2, accumulate=False):
+    def _block(self, Xb, yb, swb, inv_weight_sum, W1, W2, b1, b2, sink,
+               accumulate=False):
         """Forward and backward pass over one block of rows.
 
-        Writes the gradient of the block into ``gW1, gW2, gb1, gb2`` (adds to
-        them when ``accumulate``) and returns the weighted sum of the
-        per-sample log losses in the block.
+        Writes the gradient of the block into ``sink`` (adds to it when
+        ``accumulate``) and returns the weighted sum of the per-sample log
+        losses in the block.
         """
+        ops = self.ops
         n = Xb.shape[0]
         H, C = self.layout.n_hidden, self.layout.n_classes
-        rows = self._rows(n)
+        rows = self._rows(n) if ops.is_numpy else None
 
         # ---- forward
-        A = self._buffer("A", n, H)  # (n, H): f, then h, then f'(f)
-        if sp.issparse(Xb):
-            A[...] = Xb @ W1  # sparse GEMM; X is never densified
-        else:
-            np.matmul(Xb, W1, out=A)
+        A = ops.matmul(Xb, W1, out=self._buffer("A", n, H))  # (n, H): f
         A += b1
-        zeros = self._buffer("zeros", n, H, fill=0)
-        _activate_inplace(A, self.activation, zeros)  # A = h
+        A = _activate(ops, A, self.activation,
+                      self._buffer("zeros", n, H, fill=0) if ops.is_numpy
+                      else None)  # A = h
         # Scores are kept transposed, one row per class: (C, n). With few
         # classes, reductions over a sample's scores then run along the long
         # axis, which numpy vectorizes (a third faster at batch 200).
-        ST = self._buffer("S", C, n)
-        np.matmul(W2.T, A.T, out=ST)
+        ST = ops.matmul(W2.T, A.T, out=self._buffer("S", C, n))
         ST += b2[:, None]
 
         # ---- log loss, stable for any size of score: shift by the row max
         per_sample = self._buffer("per_sample", 2 * n)
-        row_max, row_sum = per_sample[:n], per_sample[n:]
-        np.max(ST, axis=0, out=row_max)
+        row_max = ops.max(ST, 0, out=None if per_sample is None else per_sample[:n])
         ST -= row_max
-        # where s_iy sits in the flattened ST
-        true_class = np.multiply(yb, n, dtype=np.intp)
-        true_class += rows
-        flat = ST.reshape(-1)
-        losses = -flat[true_class]  # -(s_iy - max_i), (n,)
-        np.exp(ST, out=ST)
-        np.sum(ST, axis=0, out=row_sum)  # in [1, C]: log never sees 0
-        losses += np.log(row_sum)  # l_i = log sum exp(s_i) - s_iy
+        true_scores, where = ops.pick(ST, yb, rows)  # s_iy - max_i, (n,)
+        ST = ops.exp(ST, out=ST)
+        row_sum = ops.sum(ST, 0, out=None if per_sample is None else per_sample[n:])
+        # l_i = log sum exp(s_i) - s_iy; row_sum is in [1, C]: log never sees 0
+        losses = ops.xp.log(row_sum)
+        losses -= true_scores
         if swb is None:
-            block_loss = float(losses.sum(dtype=np.float64))
+            block_loss = ops.total(losses)
             scale = inv_weight_sum
         else:
-            block_loss = float(np.dot(swb, losses))
+            block_loss = ops.dot(swb, losses)
             scale = swb * inv_weight_sum
 
         # ---- backward, reusing the forward values in place
         # dscores = w_i (softmax - onehot) / sum(w): exp(s) times
         # (w_i / sum(w)) / row_sum, then the one-hot part subtracted.
-        np.divide(scale, row_sum, out=row_sum)
+        row_sum = ops.divide(scale, row_sum, out=row_sum)
         ST *= row_sum
-        flat[true_class] -= scale
+        if swb is None and not ops.is_numpy:
+            scale = self._buffer("ones", n, fill=1) * scale
+        ST = ops.subtract_at(ST, where, scale)
         S = ST.T  # (n, C)
-        # dW2 = h^T dscores (H, C), db2 = sum_i dscores
-        _matmul_into(A.T, S, gW2, accumulate, self._buffer("gW2", H, C))
         ones = self._buffer("ones", n, fill=1)
-        _matmul_into(ST, ones, gb2, accumulate, self._buffer("gb2", C))
+        # dW2 = h^T dscores (H, C), db2 = sum_i dscores
+        sink.add(1, A.T, S, accumulate, self._buffer("gW2", H, C))
+        sink.add(3, ST, ones, accumulate, self._buffer("gb2", C))
         # dh = dscores W2^T (n, H); df = dh * f'(f), f' read off h
-        dH = self._buffer("dH", n, H)
-        np.matmul(S, W2.T, out=dH)
-        _backprop_activation_inplace(dH, A, self.activation)
+        dH = ops.matmul(S, W2.T, out=self._buffer("dH", n, H))
+        dH = _backprop_activation(ops, dH, A, self.activation)
         # dW1 = X^T df (D, H), db1 = sum_i df
-        _matmul_into(Xb.T, dH, gW1, accumulate, self._buffer("gW1", *gW1.shape))
-        _matmul_into(ones, dH, gb1, accumulate, self._buffer("gb1", H))
+        sink.add(0, Xb.T, dH, accumulate,
+                 self._buffer("gW1", self.layout.n_features, H))
+        sink.add(2, ones, dH, accumulate, self._buffer("gb1", H))
         return block_loss
 
     def evaluate(self, theta, X, y, sample_weight=None):
-        """Weighted mean log loss (no penalty) and accuracy, from one forward pass."""
-        W1, W2, b1, b2 = self.layout.unpack(theta)
-        S = forward(W1, b1, W2, b2, X, self.activation)
-        correct = S.argmax(axis=1) == y
-        # log softmax(s)_y = s_y - logsumexp(s), shifted by the row max
-        S -= S.max(axis=1, keepdims=True)
-        losses = np.log(np.exp(S).sum(axis=1)) - S[np.arange(len(y)), y]
-        return (float(np.average(losses, weights=sample_weight)),
-                float(np.average(correct, weights=sample_weight)))
+        """Weighted mean log loss (no penalty) and accuracy, from one forward pass.
+
+        Both are read back to the host as floats.
+        """
+        ops = self.ops
+        xp = ops.xp
+        W1, W2, b1, b2 = self.layout.unpack(theta, None if ops.is_numpy else xp)
+        S = forward(W1, b1, W2, b2, X, self.activation, ops)
+        correct = xp.argmax(S, axis=1) == y
+        losses = -xp.take_along_axis(log_softmax(S, ops), y[:, None], axis=1)[:, 0]
+        if sample_weight is None:
+            sample_weight = xp.ones_like(losses)
+        total = ops.total(sample_weight)
+        return (ops.to_float(ops.dot(sample_weight, losses) / total),
+                ops.to_float(ops.dot(sample_weight, ops.as_float(correct, losses.dtype))
+                             / total))
 
 
-def forward(W1, b1, W2, b2, X, activation="relu"):
+def _scores_block(ops, Xb, W1, b1, W2, b2, activation, out=None):
+    """``f(Xb @ W1 + b1) @ W2 + b2`` for one block of rows, into ``out``."""
+    A = ops.matmul(Xb, W1)  # (n, H), a new array
+    A += b1
+    A = _activate(ops, A, activation)
+    S = ops.matmul(A, W2, out=out)
+    S += b2
+    return S
+
+
+def forward(W1, b1, W2, b2, X, activation="relu", ops=NUMPY):
     """Scores of the network, ``f(X @ W1 + b1) @ W2 + b2``, shape (N, C).
 
     Rows are processed in blocks so that the hidden layer never needs more
     scratch memory than the working-memory budget.
     """
     N, (H, C) = X.shape[0], W2.shape
+    if not ops.is_numpy:
+        itemsize = 4 if X.dtype == ops.xp.float32 else 8
+        blocks = _row_blocks(N, _rows_in_budget((H + C) * itemsize, N))
+        return ops.xp.concat([
+            _scores_block(ops, X[rows, ...], W1, b1, W2, b2, activation)
+            for rows in blocks
+        ], axis=0)
     dtype = np.result_type(X.dtype, W1.dtype)
     S = np.empty((N, C), dtype=dtype)
-    row_bytes = (H + C) * dtype.itemsize
-    for rows in _row_blocks(N, _rows_in_budget(row_bytes, N)):
-        A = np.asarray(X[rows] @ W1)  # (n, H)
-        A += b1
-        _activate_inplace(A, activation)
-        np.matmul(A, W2, out=S[rows])
-        S[rows] += b2
+    for rows in _row_blocks(N, _rows_in_budget((H + C) * dtype.itemsize, N)):
+        _scores_block(ops, X[rows], W1, b1, W2, b2, activation, out=S[rows])
     return S
 
 
-def _check_param(name, value, shape, dtype):
-    value = np.asarray(value)
-    if value.shape != shape:
+def log_softmax(S, ops=NUMPY):
+    """Row-wise ``log softmax(S)``, shifted by the row maximum (a new array)."""
+    xp = ops.xp
+    S = S - xp.max(S, axis=1, keepdims=True)
+    S -= xp.log(xp.sum(xp.exp(S), axis=1, keepdims=True))
+    return S
+
+
+def softmax_inplace(S, ops=NUMPY):
+    """Row-wise softmax of ``S``, shifted by the row maximum; in place on numpy."""
+    xp = ops.xp
+    S -= xp.max(S, axis=1, keepdims=True)
+    S = ops.exp(S, out=S)
+    S /= xp.sum(S, axis=1, keepdims=True)
+    return S
+
+
+def xp_or_np(xp):
+    return np if xp is None else xp
+
+
+def _as_array(value, ops, dtype=None):
+    """``value`` as an array of ``ops``'s namespace and device."""
+    if ops.is_numpy:
+        return np.asarray(value, dtype=dtype)
+    if dtype is None:
+        return ops.xp.asarray(value, device=ops.device)
+    return ops.xp.asarray(value, dtype=dtype, device=ops.device)
+
+
+def _check_param(name, value, shape, dtype, ops=NUMPY):
+    value = _as_array(value, ops)
+    if tuple(value.shape) != shape:
         raise ValueError(
-            f"{name} has shape {value.shape}, but the other arguments need {shape}."
+            f"{name} has shape {tuple(value.shape)}, but the other arguments "
+            f"need {shape}."
         )
-    return np.asarray(value, dtype=dtype)
+    return _as_array(value, ops, dtype)
 
 
 def loss_and_gradient(W1, b1, W2, b2, X, y, reg=0.0, *, sample_weight=None,
@@ -496,49 +648,58 @@ def loss_and_gradient(W1, b1, W2, b2, X, y, reg=0.0, *, sample_weight=None,
     >>> sorted(grads), grads["W1"].shape
     (['W1', 'W2', 'b1', 'b2'], (3, 4))
     """
+    ops = ops_for(X, W1, b1, W2, b2, y, sample_weight)
+    xp = None if ops.is_numpy else ops.xp
     if sp.issparse(X):
         X = sp.csr_array(X)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)
-    else:
+    elif xp is None:
         X = np.asarray(X)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)
-    dtype = X.dtype
+    elif X.dtype not in (xp.float32, xp.float64):
+        X = xp.astype(X, max_precision_float_dtype(xp, ops.device))
     if X.ndim != 2:
-        raise ValueError(f"X must be 2-dimensional, got shape {X.shape}.")
-    W1 = np.asarray(W1)
+        raise ValueError(f"X must be 2-dimensional, got shape {tuple(X.shape)}.")
+    if xp is None:
+        dtype = X.dtype
+    else:
+        dtype = np.dtype("float32" if X.dtype == xp.float32 else "float64")
+    W1 = _as_array(W1, ops)
     if W1.ndim != 2:
-        raise ValueError(f"W1 must be 2-dimensional, got shape {W1.shape}.")
-    W2 = np.asarray(W2)
+        raise ValueError(f"W1 must be 2-dimensional, got shape {tuple(W1.shape)}.")
+    W2 = _as_array(W2, ops)
     if W2.ndim != 2:
-        raise ValueError(f"W2 must be 2-dimensional, got shape {W2.shape}.")
+        raise ValueError(f"W2 must be 2-dimensional, got shape {tuple(W2.shape)}.")
     D, H = W1.shape
     C = W2.shape[1]
     if X.shape[1] != D:
         raise ValueError(f"X has {X.shape[1]} features, but W1 expects {D}.")
     layout = ParamLayout(D, H, C, dtype)
     theta = layout.pack(
-        _check_param("W1", W1, (D, H), dtype),
-        _check_param("W2", W2, (H, C), dtype),
-        _check_param("b1", b1, (H,), dtype),
-        _check_param("b2", b2, (C,), dtype),
+        _check_param("W1", W1, (D, H), X.dtype, ops),
+        _check_param("W2", W2, (H, C), X.dtype, ops),
+        _check_param("b1", b1, (H,), X.dtype, ops),
+        _check_param("b2", b2, (C,), X.dtype, ops),
+        xp=xp,
     )
-    y = np.asarray(y)
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}.")
-    if y.size and (
-        not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= C
-    ):
+    y = _as_array(y, ops)
+    if tuple(y.shape) != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},), got {tuple(y.shape)}.")
+    integral = (np.issubdtype(y.dtype, np.integer) if xp is None
+                else xp.isdtype(y.dtype, "integral"))
+    if X.shape[0] and (not integral or int(xp_or_np(xp).min(y)) < 0
+                       or int(xp_or_np(xp).max(y)) >= C):
         raise ValueError(f"y must hold integer class indices in [0, {C}).")
     if sample_weight is not None:
-        sample_weight = np.asarray(sample_weight, dtype=dtype)
-        if sample_weight.shape != (X.shape[0],):
+        sample_weight = _as_array(sample_weight, ops, X.dtype)
+        if tuple(sample_weight.shape) != (X.shape[0],):
             raise ValueError(
                 f"sample_weight must have shape ({X.shape[0]},), "
-                f"got {sample_weight.shape}."
+                f"got {tuple(sample_weight.shape)}."
             )
-    loss_fn = TwoLayerLoss(layout, reg, penalize_bias, activation)
+    loss_fn = TwoLayerLoss(layout, reg, penalize_bias, activation, ops=ops)
     loss, grad = loss_fn.loss_gradient(theta, X, y, sample_weight)
-    gW1, gW2, gb1, gb2 = layout.unpack(grad)
-    return loss, {"W1": gW1, "b1": gb1, "W2": gW2, "b2": gb2}
+    gW1, gW2, gb1, gb2 = layout.unpack(grad, xp)
+    return float(loss), {"W1": gW1, "b1": gb1, "W2": gW2, "b2": gb2}

@@ -42,21 +42,35 @@ class ParamLayout:
         """Length of the prefix of ``theta`` that the L2 penalty covers."""
         return self.size if penalize_bias else self.n_weights
 
-    def unpack(self, theta):
-        """Views ``(W1, W2, b1, b2)`` into the flat vector ``theta``."""
+    def unpack(self, theta, xp=None):
+        """``(W1, W2, b1, b2)`` from the flat vector ``theta``.
+
+        Views for numpy (``xp=None``); in another Array API namespace
+        ``xp``, whatever its ``reshape`` gives (views where it can).
+        """
         D, H, C = self.n_features, self.n_hidden, self.n_classes
         i1 = D * H
         i2 = i1 + H * C
         i3 = i2 + H
+        if xp is None:
+            return (
+                theta[:i1].reshape(D, H),
+                theta[i1:i2].reshape(H, C),
+                theta[i2:i3],
+                theta[i3:],
+            )
         return (
-            theta[:i1].reshape(D, H),
-            theta[i1:i2].reshape(H, C),
+            xp.reshape(theta[:i1], (D, H)),
+            xp.reshape(theta[i1:i2], (H, C)),
             theta[i2:i3],
             theta[i3:],
         )
 
-    def pack(self, W1, W2, b1, b2):
+    def pack(self, W1, W2, b1, b2, xp=None):
         """A new flat vector holding copies of ``W1, W2, b1, b2``."""
+        if xp is not None:
+            return xp.concat([xp.reshape(W1, (-1,)), xp.reshape(W2, (-1,)),
+                              b1, b2])
         theta = np.empty(self.size, dtype=self.dtype)
         for view, value in zip(self.unpack(theta), (W1, W2, b1, b2)):
             view[...] = value

@@ -25,11 +25,22 @@ from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import ThreadpoolController
 
+from ._namespace import NUMPY, ops_for
 from ._warnings import warn
 
 
 class DivergenceError(ValueError):
     """Training produced a non-finite loss or non-finite weights."""
+
+
+def _copy(array):
+    """A copy of an array of any namespace (None stays None)."""
+    if array is None or isinstance(array, np.ndarray):
+        return None if array is None else array.copy()
+    from sklearn.utils._array_api import get_namespace
+
+    xp, _ = get_namespace(array)
+    return xp.asarray(array, copy=True)
 
 
 def _diverging(loss, dtype):
@@ -75,7 +86,7 @@ class _UpdateRule:
         :mod:`skops.io` loads them without trusting a private type.
         """
         state = {name: getattr(self, name) for name in self._hyper + self._trained}
-        state = {key: value.copy() if isinstance(value, np.ndarray) else value
+        state = {key: _copy(value) if hasattr(value, "shape") else value
                  for key, value in state.items()}
         return {"solver": self.name, **state}
 
@@ -85,8 +96,7 @@ class _UpdateRule:
         optimizer = cls(**{name: state[name] for name in cls._hyper})
         for name in cls._trained:
             value = state[name]
-            setattr(optimizer, name,
-                    value.copy() if isinstance(value, np.ndarray) else value)
+            setattr(optimizer, name, _copy(value) if hasattr(value, "shape") else value)
         return optimizer
 
 
@@ -143,23 +153,38 @@ class SGD(_UpdateRule):
         self._state = self._spare = None
         self._coefs, self._coefs_lr = {}, None
 
-    def start(self, theta):
-        """Begin at ``theta`` (copied), with the velocity kept from before."""
+    def start(self, theta, ops=NUMPY):
+        """Begin at ``theta`` (copied), with the velocity kept from before.
+
+        Off numpy (``ops``), ``(theta, v)`` are two arrays on the device,
+        replaced by new ones at each step.
+        """
+        self._ops = ops
+        self._coefs, self._coefs_lr = {}, None  # their dtype is theta's
+        if not ops.is_numpy:
+            velocity = self._velocity
+            self._dtype = np.float64
+            self._pair = (_copy(theta), ops.xp.zeros_like(theta)
+                          if velocity is None else _copy(velocity))
+            return
         self._state = np.empty((3, theta.size), dtype=theta.dtype)
         self._spare = np.empty_like(self._state)
+        self._dtype = theta.dtype
         self._state[0] = theta
         self._state[1] = 0 if self._velocity is None else self._velocity
-        self._coefs, self._coefs_lr = {}, None  # their dtype is theta's
 
     @property
     def theta(self):
         """The current parameters."""
-        return self._state[0]
+        return self._state[0] if self._ops.is_numpy else self._pair[0]
 
     @property
     def grad(self):
-        """Where the gradient at :attr:`theta` is to be written before :meth:`step`."""
-        return self._state[2]
+        """Where the gradient at :attr:`theta` is to be written before :meth:`step`.
+
+        None off numpy: the gradient is passed to :meth:`step` instead.
+        """
+        return self._state[2] if self._ops.is_numpy else None
 
     def _coefficients(self, reg):
         """Rows giving ``(theta', v')`` as combinations of ``(theta, v, g)``.
@@ -180,15 +205,30 @@ class SGD(_UpdateRule):
             else:  # theta + v'
                 new_theta = [1 - decay, mu, -lr]
             coefs = self._coefs[reg] = np.array([new_theta, velocity],
-                                                dtype=self._state.dtype)
+                                                dtype=self._dtype)
         return coefs
 
-    def step(self, penalty=None):
-        """One update from the gradient in :attr:`grad`.
+    def step(self, penalty=None, grad=None):
+        """One update from the gradient in :attr:`grad` (or ``grad``).
 
         ``penalty`` (an L2 penalty with ``reg`` on the first ``size``
         entries) is added to that gradient as weight decay.
         """
+        if not self._ops.is_numpy:
+            # On a device: the same update, in place on (theta, v), which are
+            # this optimizer's own copies; the penalty joins the gradient.
+            theta, velocity = self._pair
+            if penalty is not None and penalty.reg:
+                penalty.add_gradient(theta, grad, self._ops)
+            lr, mu = float(self.learning_rate), float(self.momentum)
+            velocity *= mu
+            velocity -= lr * grad  # v' = mu v - lr g
+            if self.nesterov:
+                theta += mu * velocity
+                theta -= lr * grad  # theta + mu v' - lr g
+            else:
+                theta += velocity
+            return
         state, spare = self._state, self._spare
         n = state.shape[1]
         split = n if penalty is None or not penalty.reg else penalty.size
@@ -202,8 +242,11 @@ class SGD(_UpdateRule):
 
     def finish(self):
         """Keep the velocity for the next :meth:`start`; free the buffers."""
-        self._velocity = self._state[1].copy()
-        self._state = self._spare = None
+        if self._ops.is_numpy:
+            self._velocity = self._state[1].copy()
+        else:
+            self._velocity = self._pair[1]
+        self._state = self._spare = self._pair = self._ops = None
 
 class Adam(_UpdateRule):
     """Adam (Kingma and Ba, 2015) with bias-corrected step size.
@@ -240,40 +283,46 @@ class Adam(_UpdateRule):
         self._m = self._v = None
         self.theta = self.grad = self._tmp = None
 
-    def start(self, theta):
-        self.theta = theta.copy()
-        self.grad = np.empty_like(theta)
-        self._tmp = np.empty_like(theta)
+    def start(self, theta, ops=NUMPY):
+        self._ops = ops
+        self.theta = _copy(theta)
+        numpy = ops.is_numpy
+        self.grad = np.empty_like(theta) if numpy else None
+        self._tmp = np.empty_like(theta) if numpy else None
         if self._m is None:
-            self._m = np.zeros_like(theta)
-            self._v = np.zeros_like(theta)
+            self._m = ops.xp.zeros_like(theta)
+            self._v = ops.xp.zeros_like(theta)
+        elif not numpy:
+            # The moments are updated in place: work on copies, so that the
+            # kept state of a model is never changed by a failed call.
+            self._m, self._v = _copy(self._m), _copy(self._v)
 
-    def step(self, penalty=None):
+    def step(self, penalty=None, grad=None):
+        ops = self._ops
+        grad = self.grad if grad is None else grad
         if penalty is not None:
-            penalty.add_gradient(self.theta, self.grad)
+            penalty.add_gradient(self.theta, grad, ops)
         self.n_steps += 1
         b1, b2, m, v, tmp = self.beta_1, self.beta_2, self._m, self._v, self._tmp
-        grad = self.grad
-        # m <- b1 m + (1 - b1) g and v <- b2 v + (1 - b2) g^2, without
-        # temporaries of theta's size (grad is overwritten).
+        # m <- b1 m + (1 - b1) g and v <- b2 v + (1 - b2) g^2; on numpy
+        # without temporaries of theta's size (grad is overwritten).
         m *= b1
-        np.multiply(grad, 1 - b1, out=tmp)
-        m += tmp
-        np.square(grad, out=grad)
+        m += ops.multiply(grad, 1 - b1, out=tmp)
+        grad = ops.multiply(grad, grad, out=grad if ops.is_numpy else None)
         grad *= 1 - b2
         v *= b2
         v += grad
         lr = (self.learning_rate * np.sqrt(1 - b2 ** self.n_steps)
               / (1 - b1 ** self.n_steps))
-        np.sqrt(v, out=tmp)
-        tmp += self.epsilon
-        np.divide(m, tmp, out=tmp)
-        tmp *= -lr
-        self.theta += tmp
+        step = ops.sqrt(v, out=tmp)
+        step += self.epsilon
+        step = ops.divide(m, step, out=step if ops.is_numpy else None)
+        step *= -float(lr)
+        self.theta += step
 
     def finish(self):
         """Keep the moments for the next :meth:`start`; free the rest."""
-        self.theta = self.grad = self._tmp = None
+        self.theta = self.grad = self._tmp = self._ops = None
 
 
 def optimizer_from_state(state):
@@ -319,8 +368,8 @@ class Stopper:
             self.no_improvement_count = 0
         if signed > self.best:
             self.best = signed
-            if self.best_theta is None:
-                self.best_theta = theta.copy()
+            if self.best_theta is None or not isinstance(theta, np.ndarray):
+                self.best_theta = _copy(theta)
             else:
                 self.best_theta[...] = theta
         return self.no_improvement_count > self.n_iter_no_change
@@ -332,7 +381,7 @@ class Stopper:
             "n_iter_no_change": self.n_iter_no_change,
             "higher_is_better": self.sign > 0,
             "best": float(self.best),
-            "best_theta": None if self.best_theta is None else self.best_theta.copy(),
+            "best_theta": _copy(self.best_theta),
             "no_improvement_count": int(self.no_improvement_count),
         }
 
@@ -343,7 +392,7 @@ class Stopper:
                       state["higher_is_better"])
         stopper.best = state["best"]
         best_theta = state["best_theta"]
-        stopper.best_theta = None if best_theta is None else best_theta.copy()
+        stopper.best_theta = _copy(best_theta)
         stopper.no_improvement_count = state["no_improvement_count"]
         return stopper
 
@@ -533,23 +582,24 @@ def lbfgs(fun, theta0, X, y, sample_weight=None, *, max_iter=200, max_fun=15000,
 
 # ------------------------------------------------------------------ stochastic
 class BatchGatherer:
-    """Copies the rows of a minibatch into a buffer kept across batches."""
+    """Copies the rows of a minibatch into a buffer kept across batches.
 
-    def __init__(self, X):
+    Off numpy the rows are gathered on the device into a new array.
+    """
+
+    def __init__(self, X, ops=NUMPY):
         self.X = X
+        self.ops = ops
         self._buf = None
 
     def __call__(self, idx):
         X = self.X
-        if sp.issparse(X):
-            return X[idx]
-        if self._buf is None or self._buf.shape[0] < idx.size:
-            self._buf = np.empty((idx.size, X.shape[1]), dtype=X.dtype)
-        out = self._buf[: idx.size]
-        # mode="clip": the indices are valid by construction, and the default
-        # mode="raise" buffers `out` (a third slower on MNIST-sized rows).
-        np.take(X, idx, axis=0, out=out, mode="clip")
-        return out
+        if sp.issparse(X) or not self.ops.is_numpy:
+            return self.ops.take_rows(X, idx)
+        n = idx.shape[0]
+        if self._buf is None or self._buf.shape[0] < n:
+            self._buf = np.empty((n, X.shape[1]), dtype=X.dtype)
+        return self.ops.take_rows(X, idx, out=self._buf[:n])
 
 
 @np.errstate(over="ignore", invalid="ignore")
@@ -596,12 +646,22 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
     -------
     result : Result
         Its ``samples_seen`` attribute is the updated count.
+
+    Notes
+    -----
+    ``theta`` and the data may live in another Array API namespace (a GPU,
+    say). Then nothing crosses to the host within an epoch: the shuffle is
+    drawn on the host from ``rng`` and moved to the device once per epoch,
+    the batch losses are summed on the device and read once per epoch, and
+    divergence is checked on that sum and on the weights.
     """
+    ops = ops_for(theta)
     n = X.shape[0]
     batch_size = int(np.clip(batch_size, 1, n))
-    gather = BatchGatherer(X)
+    gather = BatchGatherer(X, ops)
     order = np.arange(n)
-    weight_total = n if sample_weight is None else float(sample_weight.sum())
+    dtype = ops.numpy_dtype(theta)
+    weight_total = n if sample_weight is None else ops.to_float(ops.total(sample_weight))
     adaptive = getattr(optimizer, "schedule", "constant") == "adaptive"
     loss_curve = []
     converged, message, interrupted = False, "", False
@@ -612,39 +672,43 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
         f"Lower learning_rate_init (currently {optimizer.learning_rate_init}) "
         "or scale the features, e.g. with StandardScaler."
     )
-    optimizer.start(theta)
+    optimizer.start(theta, ops)
     try:
         for epoch in range(max_iter):
             if shuffle and not full_batch:
                 rng.shuffle(order)
+                epoch_order = ops.asarray(order)  # one transfer per epoch
             epoch_loss = 0.0
             for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
+                rows = slice(start, min(start + batch_size, n))
                 if full_batch:
                     Xb, yb, swb = X, y, sample_weight
                 elif not shuffle:
                     # Rows in order: the batch is a view, nothing is copied.
-                    rows = slice(start, start + batch_size)
-                    Xb, yb = X[rows], y[rows]
+                    Xb, yb = ops.rows(X, rows), y[rows]
                     swb = None if sample_weight is None else sample_weight[rows]
                 else:
-                    Xb, yb = gather(idx), y[idx]
-                    swb = None if sample_weight is None else sample_weight[idx]
+                    idx = epoch_order[rows]
+                    Xb, yb = gather(idx), ops.take(y, idx)
+                    swb = None if sample_weight is None else ops.take(sample_weight, idx)
                 current, grad = optimizer.theta, optimizer.grad
                 loss, g = fun(current, Xb, yb, swb, grad=grad)
-                if g is not grad:
+                if grad is not None and g is not grad:
                     grad[...] = g
                 if penalty is not None:
-                    loss += penalty.value(current)
-                if _diverging(loss, theta.dtype):
+                    loss += penalty.value(current, ops)
+                if ops.is_numpy and _diverging(loss, dtype):
                     raise _diverged(f"in epoch {epoch + 1}", hint)
-                optimizer.step(penalty)
+                optimizer.step(penalty, g)
                 # The epoch loss is the weighted mean of the batch losses.
-                epoch_loss += loss * (idx.size if swb is None else float(swb.sum()))
-                samples_seen += idx.size
+                batch_rows = Xb.shape[0]
+                epoch_loss += loss * (batch_rows if swb is None else ops.total(swb))
+                samples_seen += batch_rows
+            # Read back once per epoch (off numpy, the first read of it).
+            epoch_loss = ops.to_float(epoch_loss)
             epoch_loss /= weight_total if weight_total > 0 else 1.0
             theta[...] = optimizer.theta
-            if not np.all(np.isfinite(theta)):
+            if _diverging(epoch_loss, dtype) or not ops.all_finite(theta):
                 raise _diverged(f"in epoch {epoch + 1}", hint)
             loss_curve.append(epoch_loss)
             optimizer.end_epoch(samples_seen)

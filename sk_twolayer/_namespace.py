@@ -1,0 +1,270 @@
+"""The few array primitives that differ between numpy and other namespaces.
+
+The maths (:mod:`sk_twolayer._loss`) and the update rules
+(:mod:`sk_twolayer._solvers`) are written once, over these primitives. Each
+primitive takes an optional ``out`` buffer and returns its result:
+
+- :class:`NumpyOps` writes into ``out`` (``out=`` ufuncs, BLAS products into
+  kept buffers, the fancy-indexing tricks the hot path was tuned with), so
+  the numpy path allocates nothing per call;
+- :class:`ArrayAPIOps` ignores ``out`` and returns new arrays, using only
+  functions of the Array API standard, so that the same code runs on
+  PyTorch (CPU or GPU), CuPy and array-api-strict.
+
+In-place operators (``A += b``, ``A *= s``) are part of the standard, so the
+shared code uses them directly on arrays it owns.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class NumpyOps:
+    """Primitives on numpy arrays (and a scipy sparse ``X``)."""
+
+    is_numpy = True
+    xp = np
+    device = None
+
+    # ------------------------------------------------------------ creation
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return np.zeros(shape, dtype=dtype)
+
+    def asarray(self, array, dtype=None):
+        """A host (numpy) array in this namespace: itself, no copy."""
+        return np.asarray(array, dtype=dtype)
+
+    def to_numpy(self, array):
+        return np.asarray(array)
+
+    def to_float(self, scalar):
+        return float(scalar)
+
+    # ------------------------------------------------------------ products
+    def matmul(self, a, b, out=None):
+        """``a @ b``; into ``out`` where given. ``a`` may be sparse."""
+        if out is None or sp.issparse(a) or sp.issparse(b):
+            product = np.asarray(a @ b)
+            if out is None:
+                return product
+            out[...] = product
+            return out
+        return np.matmul(a, b, out=out)
+
+    def take_rows(self, X, idx, out=None):
+        """Rows ``idx`` of ``X`` (copied into ``out`` for dense X)."""
+        if sp.issparse(X):
+            return X[idx]
+        if out is None:
+            return X[idx]
+        # mode="clip": the indices are valid by construction, and the default
+        # mode="raise" buffers `out` (a third slower on MNIST-sized rows).
+        return np.take(X, idx, axis=0, out=out, mode="clip")
+
+    def take(self, a, idx):
+        return a[idx]
+
+    def rows(self, X, rows):
+        """The rows of ``X`` in the slice ``rows`` (a view where possible)."""
+        return X[rows]
+
+    def numpy_dtype(self, a):
+        return a.dtype
+
+    # ---------------------------------------------------------- elementwise
+    def exp(self, a, out=None):
+        return np.exp(a, out=out)
+
+    def multiply(self, a, b, out=None):
+        return np.multiply(a, b, out=out)
+
+    def divide(self, a, b, out=None):
+        return np.divide(a, b, out=out)
+
+    def sqrt(self, a, out=None):
+        return np.sqrt(a, out=out)
+
+    # ------------------------------------------------------------ reductions
+    def max(self, a, axis, out=None):
+        return np.max(a, axis=axis, out=out)
+
+    def sum(self, a, axis, out=None):
+        return np.sum(a, axis=axis, out=out)
+
+    def dot(self, a, b):
+        """``sum(a * b)`` of two vectors, as a Python float."""
+        return float(np.dot(a, b))
+
+    def total(self, a):
+        """``sum(a)`` of a vector, accumulated in float64, as a Python float."""
+        return float(a.sum(dtype=np.float64))
+
+    def as_float(self, mask, dtype):
+        return mask.astype(dtype)
+
+    def all_finite(self, a):
+        return bool(np.isfinite(a).all())
+
+    # -------------------------------------------------- one entry per column
+    def pick(self, ST, y, rows):
+        """``ST[y[i], i]`` for each column ``i`` of ``ST`` (C, n)."""
+        flat_index = np.multiply(y, ST.shape[1], dtype=np.intp)
+        flat_index += rows
+        return ST.reshape(-1)[flat_index], flat_index
+
+    def subtract_at(self, ST, where, values):
+        """Subtract ``values[i]`` from ``ST[y[i], i]``, in place.
+
+        ``where`` is the second result of :meth:`pick`.
+        """
+        ST.reshape(-1)[where] -= values
+        return ST
+
+
+class ArrayAPIOps:
+    """Primitives in an Array API namespace ``xp``, on ``device``."""
+
+    is_numpy = False
+
+    def __init__(self, xp, device):
+        self.xp = xp
+        self.device = device
+
+    def empty(self, shape, dtype):
+        return self.xp.empty(shape, dtype=dtype, device=self.device)
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype=dtype, device=self.device)
+
+    def asarray(self, array, dtype=None):
+        """A numpy array (or scalar) moved to this namespace and device."""
+        if dtype is not None and not isinstance(dtype, np.dtype):
+            return self.xp.asarray(array, dtype=dtype, device=self.device)
+        return self.xp.asarray(np.asarray(array, dtype=dtype), device=self.device)
+
+    def to_numpy(self, array):
+        from sklearn.utils._array_api import _convert_to_numpy
+
+        return _convert_to_numpy(array, self.xp)
+
+    def to_float(self, scalar):
+        return float(scalar)
+
+    def matmul(self, a, b, out=None):
+        return a @ b
+
+    def take_rows(self, X, idx, out=None):
+        return self.xp.take(X, idx, axis=0)
+
+    def take(self, a, idx):
+        return self.xp.take(a, idx, axis=0)
+
+    def rows(self, X, rows):
+        return X[rows, ...]
+
+    def numpy_dtype(self, a):
+        return np.dtype("float32" if a.dtype == self.xp.float32 else "float64")
+
+    def exp(self, a, out=None):
+        return self.xp.exp(a)
+
+    def multiply(self, a, b, out=None):
+        return a * b
+
+    def divide(self, a, b, out=None):
+        return a / b
+
+    def sqrt(self, a, out=None):
+        return self.xp.sqrt(a)
+
+    def max(self, a, axis, out=None):
+        return self.xp.max(a, axis=axis)
+
+    def sum(self, a, axis, out=None):
+        return self.xp.sum(a, axis=axis)
+
+    def dot(self, a, b):
+        """``sum(a * b)``, a 0-d array left on the device."""
+        return self.xp.sum(a * b)
+
+    def total(self, a):
+        return self.xp.sum(a)
+
+    def as_float(self, mask, dtype):
+        return self.xp.astype(mask, dtype)
+
+    def all_finite(self, a):
+        return bool(self.xp.all(self.xp.isfinite(a)))
+
+    def _one_hot(self, ST, y):
+        C = ST.shape[0]
+        classes = self.xp.arange(C, device=self.device)
+        return self.xp.astype(classes[:, None] == y[None, :], ST.dtype)
+
+    def pick(self, ST, y, rows):
+        picked = self.xp.take_along_axis(ST, y[None, :], axis=0)[0, ...]
+        return picked, y
+
+    def subtract_at(self, ST, where, values):
+        return ST - self._one_hot(ST, where) * values[None, :]
+
+
+NUMPY = NumpyOps()
+
+
+def to_host(array):
+    """A numpy copy of an array from another namespace; anything else as is.
+
+    Lists, pandas objects and sparse matrices pass through unchanged, for
+    scikit-learn's validation to handle as usual.
+    """
+    if array is None or isinstance(array, np.ndarray):
+        return array
+    try:
+        from sklearn.externals.array_api_compat import (
+            array_namespace,
+            is_array_api_obj,
+        )
+        from sklearn.utils._array_api import _convert_to_numpy
+    except ImportError:  # pragma: no cover - scikit-learn without these helpers
+        return array
+    if not is_array_api_obj(array):
+        return array
+    return _convert_to_numpy(array, array_namespace(array))
+
+
+def ops_for(*arrays):
+    """The primitives for the namespace and device of ``arrays``.
+
+    numpy arrays, scipy sparse matrices and array-likes get :data:`NUMPY`;
+    other namespaces are recognized only under scikit-learn's
+    ``array_api_dispatch``, as scikit-learn's own estimators do.
+    """
+    from sklearn import get_config
+    from sklearn.utils._array_api import get_namespace_and_device
+
+    if not get_config()["array_api_dispatch"]:
+        return NUMPY  # the common case, without inspecting the arrays
+    xp, is_array_api, device = get_namespace_and_device(*arrays)
+    if not is_array_api or _is_numpy(xp):
+        return NUMPY
+    return ArrayAPIOps(xp, device)
+
+
+def max_precision_float_dtype(xp, device):
+    """float64, or float32 on a device without it (Apple's MPS)."""
+    try:
+        from sklearn.utils._array_api import _max_precision_float_dtype
+    except ImportError:  # pragma: no cover - scikit-learn without the helper
+        return xp.float64
+    return _max_precision_float_dtype(xp, device)
+
+
+def _is_numpy(xp):
+    name = getattr(xp, "__name__", "")
+    return name in ("numpy", "sklearn.externals.array_api_compat.numpy") or (
+        name.endswith("array_api_compat.numpy")
+    )
