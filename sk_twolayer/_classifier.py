@@ -6,7 +6,6 @@ import inspect
 from numbers import Integral, Real
 
 import numpy as np
-from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, compute_class_weight
@@ -19,6 +18,14 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+try:  # scikit-learn >= 1.8: fit and predict in one namespace, or a clear error
+    from sklearn.utils._array_api import check_same_namespace
+except ImportError:  # pragma: no cover - older scikit-learn
+
+    def check_same_namespace(X, estimator, *, attribute, method):
+        """Stand-in on older scikit-learn, which has no such check."""
+
+
 try:  # scikit-learn >= 1.9: the callback API (set_callbacks, ProgressBar, ...)
     from sklearn.callback import CallbackSupportMixin
 except ImportError:  # pragma: no cover - older scikit-learn has no callbacks
@@ -28,7 +35,8 @@ except ImportError:  # pragma: no cover - older scikit-learn has no callbacks
 
 
 from . import _solvers
-from ._loss import ACTIVATIONS, TwoLayerLoss, forward
+from ._loss import ACTIVATIONS, TwoLayerLoss, forward, log_softmax, softmax_inplace
+from ._namespace import max_precision_float_dtype, ops_for, to_host
 from ._params import ParamLayout
 from ._warnings import warn
 
@@ -72,6 +80,30 @@ _ALLOW_ZERO_WEIGHTS = (
     if "allow_all_zero_weights" in inspect.signature(_check_sample_weight).parameters
     else {}
 )
+
+
+def _float_dtypes(ops):
+    """The float dtypes X may keep, in its namespace (no float64 on MPS)."""
+    if ops.is_numpy:
+        return [np.float64, np.float32]
+    xp = ops.xp
+    if max_precision_float_dtype(xp, ops.device) == xp.float32:
+        return [xp.float32]
+    return [xp.float64, xp.float32]
+
+
+def _astype(ops, X, dtype):
+    """X in ``dtype`` (of X's namespace), without a copy where it already is."""
+    if ops.is_numpy:
+        return X.astype(dtype, copy=False)
+    return X if X.dtype == dtype else ops.xp.astype(X, dtype)
+
+
+def _copy_to(ops, theta):
+    """A copy of ``theta`` in the namespace and on the device of ``ops``."""
+    if isinstance(theta, np.ndarray):
+        return ops.asarray(theta.copy()) if ops.is_numpy else ops.asarray(theta)
+    return _solvers._copy(theta)
 
 
 def _label_indices(y, labels):
@@ -138,7 +170,7 @@ class _IterationHook:
         return ctx
 
     def _attributes(self, theta):
-        W1, W2, b1, b2 = self.unpack(theta.copy())
+        W1, W2, b1, b2 = self.unpack(theta)  # unpack copies
         return {"coefs_": [W1, W2], "intercepts_": [b1, b2], **self.extra_attrs}
 
     def __call__(self, iteration, loss, theta):
@@ -417,6 +449,7 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
+        tags.array_api_support = True
         return tags
 
     # ----------------------------------------------------------------- fitting
@@ -489,19 +522,26 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         fitted = hasattr(self, "coefs_")
         first_call = not fitted or not (incremental or self.warm_start)
 
+        # X is validated and used in its own namespace and on its device;
+        # labels and weights are small and worked out on the host, then moved
+        # there once (ops.asarray is a no-op on numpy).
+        ops = ops_for(X)
         X, y = validate_data(
-            self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32],
+            self, X, to_host(y), accept_sparse="csr", dtype=_float_dtypes(ops),
             reset=first_call,
         )
         check_classification_targets(y)
         y, labels = self._encode_labels(y, first_call, incremental, classes)
         if not first_call:
-            X = X.astype(self.coefs_[0].dtype, copy=False)
-        dtype = X.dtype
-        sample_weight = self._sample_weight(X, y, labels, sample_weight, incremental)
+            X = _astype(ops, X, self.coefs_[0].dtype)
+        dtype = ops.numpy_dtype(X)
+        sample_weight = self._sample_weight(
+            y, labels, to_host(sample_weight), incremental, dtype)
 
         layout = ParamLayout(X.shape[1], self.hidden_size, labels.size, dtype)
         if first_call:
+            # The random stream stays in numpy, so that a fit on a device is
+            # the numpy fit up to rounding.
             rng = check_random_state(self.random_state)
             theta = layout.init(rng, self.activation)
         else:
@@ -512,21 +552,26 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
                     "partial_fit need the same architecture. Set "
                     "warm_start=False to fit a new model."
                 )
-            theta = layout.pack(*self.coefs_, *self.intercepts_)
+            theta = layout.pack(*map(to_host, self.coefs_ + self.intercepts_))
             # A copy, so that a failed call leaves the stored stream untouched.
             rng = (copy.deepcopy(self._rng) if incremental
                    else check_random_state(self.random_state))
-        loss = TwoLayerLoss(layout, self.reg, self.penalize_bias, self.activation)
+        theta = ops.asarray(theta)
+        loss = TwoLayerLoss(layout, self.reg, self.penalize_bias, self.activation,
+                            ops=ops)
 
         state = {"classes_": labels, "_rng": rng}
         validation = self._validation_data(
-            X, y, sample_weight, validation, labels, rng, dtype, incremental
+            X, y, sample_weight, validation, labels, rng, incremental, ops
         )
         if validation is not None:
             X, y, sample_weight = validation.pop("train")
+        y, sample_weight = ops.asarray(y), ops.asarray(sample_weight)
         callback = _IterationHook(
             self, X, y, {"sample_weight": sample_weight},
-            1 if incremental else self.max_iter, layout.unpack,
+            1 if incremental else self.max_iter,
+            lambda theta: layout.unpack(_copy_to(ops, theta),
+                                        None if ops.is_numpy else ops.xp),
             {"classes_": labels, "n_outputs_": labels.size},
         )
 
@@ -545,7 +590,8 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             )
             state.update(solver_state, t_=result.samples_seen)
 
-        W1, W2, b1, b2 = layout.unpack(result.theta.copy())
+        W1, W2, b1, b2 = layout.unpack(_copy_to(ops, result.theta),
+                                       None if ops.is_numpy else ops.xp)
         state.update(
             coefs_=[W1, W2],
             intercepts_=[b1, b2],
@@ -556,7 +602,8 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         previous_curve = [] if first_call else list(self.loss_curve_)
         curve = previous_curve + list(result.loss_curve)
         if not curve:  # interrupted before the first iteration
-            curve = [loss.loss_gradient(result.theta, X, y, sample_weight)[0]]
+            curve = [ops.to_float(loss.loss_gradient(
+                ops.asarray(result.theta), X, y, sample_weight)[0])]
         # n_iter_ counts this fit's iterations, as MLPClassifier's does, so
         # that n_iter_ == max_iter says the budget ran out; partial_fit counts
         # on, one epoch per call.
@@ -614,10 +661,14 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             )
         return _label_indices(y, labels), labels
 
-    def _sample_weight(self, X, y, labels, sample_weight, incremental):
-        """Validated sample weights, times the class weights, in X's dtype."""
+    def _sample_weight(self, y, labels, sample_weight, incremental, dtype):
+        """Validated sample weights, times the class weights, in X's dtype.
+
+        Worked out on the host (numpy), like the class indices ``y``.
+        """
+        # y stands in for X: only its length and namespace (numpy) matter.
         sample_weight = _check_sample_weight(
-            sample_weight, X, dtype=X.dtype, ensure_non_negative=True, copy=True,
+            sample_weight, y, dtype=dtype, ensure_non_negative=True, copy=True,
             **_ALLOW_ZERO_WEIGHTS,
         )
         if not incremental:
@@ -642,16 +693,20 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             per_class = np.ones(labels.size)
             present = mass > 0
             per_class[present] = mass.sum() / (present.sum() * mass[present])
-            sample_weight *= per_class[y].astype(X.dtype)
+            sample_weight *= per_class[y].astype(dtype)
         elif self.class_weight is not None:
             per_class = compute_class_weight(self.class_weight, classes=labels,
                                              y=labels[y])
-            sample_weight *= per_class[y].astype(X.dtype)
+            sample_weight *= per_class[y].astype(dtype)
         return sample_weight
 
     def _validation_data(self, X, y, sample_weight, validation, labels, rng,
-                         dtype, incremental):
-        """Validation set and score function, or None without validation."""
+                         incremental, ops):
+        """Validation set and score function, or None without validation.
+
+        ``y`` and ``sample_weight`` are host arrays; the validation arrays
+        come back in the namespace and on the device of ``X``.
+        """
         X_val, y_val, sw_val = validation
         if X_val is None and y_val is not None or X_val is not None and y_val is None:
             raise ValueError("X_val and y_val must be passed together.")
@@ -670,25 +725,31 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
                 )
                 return None
             stratify = self._stratify(y, labels, n_val)
-            X, X_val, y, y_val, sample_weight, sw_val = train_test_split(
-                X, y, sample_weight, test_size=n_val, random_state=rng,
-                stratify=y if stratify else None,
+            # Split positions on the host; the same draws from rng as
+            # splitting the arrays themselves.
+            train, val, y, y_val, sample_weight, sw_val = train_test_split(
+                np.arange(X.shape[0]), y, sample_weight, test_size=n_val,
+                random_state=rng, stratify=y if stratify else None,
             )
+            X, X_val = (ops.take_rows(X, ops.asarray(rows)) for rows in (train, val))
         else:
             X_val, y_val = validate_data(
-                self, X_val, y_val, accept_sparse="csr", dtype=dtype, reset=False
+                self, X_val, to_host(y_val), accept_sparse="csr",
+                dtype=_float_dtypes(ops), reset=False,
             )
+            X_val = _astype(ops, X_val, X.dtype)
             check_classification_targets(y_val)
             y_val = _label_indices(y_val, labels)
-            sw_val = _check_sample_weight(sw_val, X_val, dtype=dtype,
+            sw_val = _check_sample_weight(to_host(sw_val), y_val,
+                                          dtype=ops.numpy_dtype(X),
                                           ensure_non_negative=True)
         if sw_val.sum() <= 0:
             raise ValueError(
                 "The validation samples all have zero weight; pass validation "
                 "data with positive weights or change random_state."
             )
-        return {"train": (X, y, sample_weight), "X": X_val, "y": y_val,
-                "sw": sw_val, "scores": [], "losses": []}
+        return {"train": (X, y, sample_weight), "X": X_val, "y": ops.asarray(y_val),
+                "sw": ops.asarray(sw_val), "scores": [], "losses": []}
 
     @staticmethod
     def _stratify(y, labels, n_val):
@@ -737,11 +798,26 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
                                 higher_is_better=validation is not None)
 
     def _run_lbfgs(self, loss, theta, X, y, sample_weight, validation, callback):
+        fun, score = loss.loss_gradient, self._score_function(loss, validation)
+        ops = loss.ops
+        if not ops.is_numpy:
+            # scipy keeps its iterate on the host: each evaluation moves theta
+            # to the device and the loss and gradient back, nothing else.
+            def fun(theta, X, y, sample_weight, grad=None):
+                value, g = loss.loss_gradient(ops.asarray(theta), X, y, sample_weight)
+                return ops.to_float(value), ops.to_numpy(g)
+
+            if score is not None:
+                device_score = score
+
+                def score(theta):
+                    return device_score(ops.asarray(theta))
+
+            theta = ops.to_numpy(theta)
         return _solvers.lbfgs(
-            loss.loss_gradient, theta, X, y, sample_weight,
+            fun, theta, X, y, sample_weight,
             max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
-            callback=callback, stopper=self._stopper(validation),
-            score=self._score_function(loss, validation),
+            callback=callback, stopper=self._stopper(validation), score=score,
         )
 
     def _run_stochastic(self, loss, theta, X, y, sample_weight, validation,
@@ -781,13 +857,23 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
                         "_stopper_state": stopper.state_dict()}
 
     # -------------------------------------------------------------- prediction
-    def _scores(self, X):
+    @property
+    def _first_layer(self):
+        """W1: the array whose namespace and device predictions must share."""
+        return self.coefs_[0]
+
+    def _scores(self, X, method):
+        """Output scores (N, C), and the primitives of X's namespace."""
         check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse="csr",
-                          dtype=[np.float64, np.float32], reset=False)
+        check_same_namespace(X, self, attribute="_first_layer", method=method)
+        ops = ops_for(X)
+        X = validate_data(self, X, accept_sparse="csr", dtype=_float_dtypes(ops),
+                          reset=False)
         W1, W2 = self.coefs_
         b1, b2 = self.intercepts_
-        return forward(W1, b1, W2, b2, X, self.activation)
+        if not ops.is_numpy:
+            X = _astype(ops, X, W1.dtype)
+        return forward(W1, b1, W2, b2, X, self.activation, ops), ops
 
     def decision_function(self, X):
         """Compute the scores of the output layer, before the softmax.
@@ -803,7 +889,7 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             For two classes, the log-odds ``s_1 - s_0`` of ``classes_[1]``,
             positive where it is predicted; otherwise one score per class.
         """
-        scores = self._scores(X)
+        scores, _ = self._scores(X, "decision_function")
         if scores.shape[1] == 2:
             return scores[:, 1] - scores[:, 0]
         return scores
@@ -821,8 +907,13 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         y : ndarray of shape (n_samples,)
             Predicted labels.
         """
-        scores = self._scores(X)
-        return self.classes_[scores.argmax(axis=1)]
+        scores, ops = self._scores(X, "predict")
+        indices = ops.xp.argmax(scores, axis=1)
+        if ops.is_numpy:
+            return self.classes_[indices]
+        if self.classes_.dtype.kind in "biuf":  # labels the device can hold
+            return ops.take(ops.asarray(self.classes_), indices)
+        return self.classes_[ops.to_numpy(indices)]  # strings stay on the host
 
     def predict_proba(self, X):
         """Class probabilities, the softmax of the output scores.
@@ -838,7 +929,7 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             Probabilities of the classes in the order of ``classes_``; two
             columns for a binary problem.
         """
-        return softmax(self._scores(X), axis=1)
+        return softmax_inplace(*self._scores(X, "predict_proba"))
 
     def predict_log_proba(self, X):
         """Logarithm of the class probabilities, computed stably.
@@ -853,4 +944,4 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         log_proba : ndarray of shape (n_samples, n_classes)
             Log-probabilities of the classes in the order of ``classes_``.
         """
-        return log_softmax(self._scores(X), axis=1)
+        return log_softmax(*self._scores(X, "predict_log_proba"))

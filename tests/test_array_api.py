@@ -1,0 +1,314 @@
+"""Training and prediction in other Array API namespaces (PyTorch, array-api-strict).
+
+scikit-learn's own array-API checks run in ``test_common.py`` (the estimator
+declares ``array_api_support``). These tests add what those checks do not
+assert: that a fit in another namespace is the numpy fit up to rounding,
+that every training feature behaves there as on numpy, and that the
+stochastic solvers never read back to the host within an epoch.
+
+They need PyTorch (CPU build) and array-api-strict; the README's test command
+skips them where those are absent, and CI installs both and runs them.
+"""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import StandardScaler
+
+from sk_twolayer import TwoLayerSoftmaxClassifier, loss_and_gradient
+from sk_twolayer import _namespace
+
+torch = pytest.importorskip("torch")
+strict = pytest.importorskip("array_api_strict")
+
+SOLVERS = ["lbfgs", "sgd", "adam"]
+# Probabilities after a few iterations: a device fit is the numpy fit up to
+# rounding.
+PROBA_TOL = {"float64": 1e-8, "float32": 1e-3}
+
+
+def _torch(a):
+    return torch.asarray(np.ascontiguousarray(a))
+
+
+def _strict(a):
+    return strict.asarray(np.ascontiguousarray(a))
+
+
+NAMESPACES = {"torch": _torch, "array_api_strict": _strict}
+
+
+@pytest.fixture(autouse=True)
+def dispatch():
+    with sklearn.config_context(array_api_dispatch=True):
+        yield
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def _host(a):
+    return _namespace.to_host(a)
+
+
+def _quietly(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fn(*args, **kwargs)
+
+
+# ------------------------------------------------------------------- the loss
+@pytest.mark.parametrize("namespace", NAMESPACES)
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "logistic"])
+def test_loss_and_gradient_agree_with_numpy(namespace, dtype, tol, activation):
+    convert = NAMESPACES[namespace]
+    rng = np.random.default_rng(0)
+    N, D, H, C = 40, 6, 5, 3
+    X = rng.normal(size=(N, D)).astype(dtype)
+    y = rng.integers(0, C, N)
+    sw = rng.uniform(0.1, 2.0, N).astype(dtype)
+    params = {"W1": 0.5 * rng.normal(size=(D, H)), "b1": 0.1 * rng.normal(size=H),
+              "W2": 0.5 * rng.normal(size=(H, C)), "b2": 0.1 * rng.normal(size=C)}
+    params = {k: v.astype(dtype) for k, v in params.items()}
+    kwargs = dict(reg=0.01, activation=activation, penalize_bias=False)
+    loss_np, grads_np = loss_and_gradient(**params, X=X, y=y, sample_weight=sw, **kwargs)
+    loss_xp, grads_xp = loss_and_gradient(
+        **{k: convert(v) for k, v in params.items()}, X=convert(X), y=convert(y),
+        sample_weight=convert(sw), **kwargs)
+    assert isinstance(loss_xp, float)
+    assert loss_xp == pytest.approx(loss_np, rel=tol, abs=tol)
+    for name, grad in grads_xp.items():
+        assert type(grad) is type(convert(X)), name  # in the inputs' namespace
+        np.testing.assert_allclose(_host(grad), grads_np[name], rtol=tol, atol=tol,
+                                   err_msg=name)
+
+
+# ---------------------------------------------------------- fit equals numpy's
+@pytest.mark.parametrize("namespace", NAMESPACES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_fit_is_the_numpy_fit_up_to_rounding(iris, namespace, dtype, solver):
+    convert = NAMESPACES[namespace]
+    X, y = iris
+    X = X.astype(dtype)
+    params = dict(solver=solver, hidden_size=8, max_iter=5, batch_size=32,
+                  random_state=0)
+    ref = _quietly(TwoLayerSoftmaxClassifier(**params).fit, X, y)
+    clf = _quietly(TwoLayerSoftmaxClassifier(**params).fit, convert(X), convert(y))
+    # Fitted weights and every returned array live in X's namespace.
+    for array in clf.coefs_ + clf.intercepts_:
+        assert type(array) is type(convert(X))
+    proba = clf.predict_proba(convert(X))
+    assert type(proba) is type(convert(X))
+    assert proba.dtype == convert(X).dtype
+    np.testing.assert_allclose(_host(proba), ref.predict_proba(X),
+                               atol=PROBA_TOL[dtype])
+    np.testing.assert_array_equal(_host(clf.predict(convert(X))), ref.predict(X))
+    np.testing.assert_allclose(clf.loss_curve_, ref.loss_curve_,
+                               rtol=1e-6 if dtype == "float32" else 1e-10)
+    assert clf.score(convert(X), convert(y)) == pytest.approx(ref.score(X, y))
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_partial_fit_and_its_rollback_on_a_device(iris, solver):
+    X, y = iris
+    ref = TwoLayerSoftmaxClassifier(solver=solver, hidden_size=8, random_state=0)
+    clf = TwoLayerSoftmaxClassifier(solver=solver, hidden_size=8, random_state=0)
+    for _ in range(3):
+        ref.partial_fit(X, y, classes=[0, 1, 2])
+        clf.partial_fit(_torch(X), _torch(y), classes=[0, 1, 2])
+    np.testing.assert_allclose(_host(clf.predict_proba(_torch(X))),
+                               ref.predict_proba(X), atol=1e-8)
+    assert clf.t_ == ref.t_ and clf.n_iter_ == ref.n_iter_ == 3
+    # A diverging call changes nothing: weights and optimizer state.
+    clf.set_params(learning_rate_init=1e12, reg=0.0)
+
+    def snapshot():
+        arrays = clf.coefs_ + clf.intercepts_ + [
+            v for v in clf._optimizer_state.values() if hasattr(v, "shape")]
+        return [_host(a).copy() for a in arrays], clf.t_
+
+    for _ in range(50):
+        before = snapshot()
+        try:
+            clf.partial_fit(_torch(1e300 * X), _torch(y))
+        except ValueError as error:
+            assert "diverged" in str(error)
+            break
+    else:
+        pytest.fail("training never diverged")
+    after = snapshot()
+    assert after[1] == before[1]
+    for old, new in zip(before[0], after[0]):
+        np.testing.assert_array_equal(new, old)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_training_features_behave_as_on_numpy(iris, solver):
+    X, y = iris
+    sw = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
+    X_val = X[::3] + 0.1
+    params = dict(solver=solver, hidden_size=8, max_iter=8, random_state=0,
+                  class_weight={0: 2.0, 1: 1.0, 2: 0.5}, n_iter_no_change=2,
+                  tol=0.0)
+    ref = _quietly(TwoLayerSoftmaxClassifier(**params).fit, X, y, sample_weight=sw,
+                   X_val=X_val, y_val=y[::3])
+    clf = _quietly(TwoLayerSoftmaxClassifier(**params).fit, _torch(X), _torch(y),
+                   sample_weight=_torch(sw), X_val=_torch(X_val),
+                   y_val=_torch(y[::3]))
+    np.testing.assert_allclose(clf.validation_scores_, ref.validation_scores_)
+    np.testing.assert_allclose(clf.validation_loss_curve_, ref.validation_loss_curve_,
+                               rtol=1e-10)
+    np.testing.assert_allclose(_host(clf.predict_proba(_torch(X))),
+                               ref.predict_proba(X), atol=1e-8)
+    # Early stopping on a held-out split, then a warm start on top of it.
+    params.update(early_stopping=True, validation_fraction=0.2, warm_start=True)
+    params.pop("class_weight")
+    ref = _quietly(TwoLayerSoftmaxClassifier(**params).fit, X, y)
+    clf = _quietly(TwoLayerSoftmaxClassifier(**params).fit, _torch(X), _torch(y))
+    assert clf.validation_scores_ == pytest.approx(ref.validation_scores_)
+    _quietly(ref.fit, X, y)
+    _quietly(clf.fit, _torch(X), _torch(y))
+    assert clf.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(_host(clf.coefs_[1]), ref.coefs_[1], atol=1e-8)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_verbose_and_divergence_on_a_device(iris, solver, capsys):
+    X, y = iris
+    clf = _quietly(TwoLayerSoftmaxClassifier(solver=solver, hidden_size=8,
+                                             max_iter=3, verbose=True).fit,
+                   _torch(X), _torch(y))
+    assert len(re.findall(r"Iteration \d+, loss = ", capsys.readouterr().out)) == 3
+    huge = np.random.RandomState(0).uniform(-1, 1, size=(50, 4)) * 1e307
+    with pytest.raises(ValueError, match="diverged"):
+        TwoLayerSoftmaxClassifier(solver=solver, max_iter=5, random_state=0).fit(
+            _torch(huge), _torch(np.arange(50) % 2))
+
+
+def test_callbacks_see_device_weights(iris):
+    pytest.importorskip("sklearn.callback")
+    from sklearn.callback import FitCallback
+
+    class Record(FitCallback):
+        def __init__(self):
+            self.types = []
+
+        def setup(self, estimator, context):
+            pass
+
+        def on_fit_task_begin(self, estimator, context, *, X=None, y=None,
+                              metadata=None, fitted_estimator=None):
+            pass
+
+        def on_fit_task_end(self, estimator, context, *, X=None, y=None,
+                            metadata=None, fitted_estimator=None):
+            if fitted_estimator is not None and context.parent is not None:
+                # A snapshot of the model at this iteration, on the device,
+                # that predicts on the device.
+                self.types.append(type(fitted_estimator.coefs_[0]))
+                self.types.append(type(fitted_estimator.predict_proba(X)))
+            return False
+
+        def teardown(self, estimator, context):
+            pass
+
+    X, y = iris
+    for solver in SOLVERS:
+        record = Record()
+        clf = TwoLayerSoftmaxClassifier(solver=solver, hidden_size=8, max_iter=3)
+        clf.set_callbacks(record)
+        _quietly(clf.fit, _torch(X), _torch(y))
+        assert record.types and set(record.types) == {torch.Tensor}, solver
+
+
+# ------------------------------------------- nothing crosses within an epoch
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_stochastic_solvers_read_back_once_per_epoch(iris, solver, monkeypatch):
+    X, y = iris
+    counts = {"to_host": 0, "to_device": 0}
+    ops_class = _namespace.ArrayAPIOps
+    to_float, to_numpy, asarray = (ops_class.to_float, ops_class.to_numpy,
+                                   ops_class.asarray)
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(ops_class, "to_float", counted("to_host", to_float))
+    monkeypatch.setattr(ops_class, "to_numpy", counted("to_host", to_numpy))
+    monkeypatch.setattr(ops_class, "asarray", counted("to_device", asarray))
+    epochs, batch = 4, 10  # 15 minibatches an epoch
+    _quietly(TwoLayerSoftmaxClassifier(solver=solver, hidden_size=8, batch_size=batch,
+                                       max_iter=epochs, n_iter_no_change=100,
+                                       random_state=0).fit, _torch(X), _torch(y))
+    # Per epoch: the shuffle goes to the device and the loss comes back.
+    # A handful more per fit (weights, labels, weight total); nothing per batch.
+    per_fit = 6
+    assert counts["to_device"] <= epochs + per_fit, counts
+    assert counts["to_host"] <= epochs + per_fit, counts
+
+
+# ------------------------------------------------ scikit-learn's rules, errors
+def test_predicting_in_another_namespace_is_a_clear_error(iris):
+    X, y = iris
+    clf = _quietly(TwoLayerSoftmaxClassifier(hidden_size=8, max_iter=3).fit,
+                   _torch(X), _torch(y))
+    with pytest.raises(ValueError, match="must use the same namespace"):
+        clf.predict_proba(X)
+    numpy_model = _quietly(TwoLayerSoftmaxClassifier(hidden_size=8, max_iter=3).fit,
+                           X, y)
+    with pytest.raises(ValueError, match="must use the same namespace"):
+        numpy_model.predict(_torch(X))
+
+
+def test_without_dispatch_tensors_are_converted_as_by_scikit_learn(iris):
+    X, y = iris
+    with sklearn.config_context(array_api_dispatch=False):
+        clf = _quietly(TwoLayerSoftmaxClassifier(hidden_size=8, max_iter=3).fit,
+                       _torch(X), _torch(y))
+        assert isinstance(clf.coefs_[0], np.ndarray)
+        assert isinstance(clf.predict_proba(_torch(X)), np.ndarray)
+
+
+def test_string_labels_with_device_data(iris):
+    X, y = iris
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    clf = _quietly(TwoLayerSoftmaxClassifier(hidden_size=8, max_iter=10,
+                                             random_state=0).fit, _torch(X), labels)
+    predicted = clf.predict(_torch(X))
+    # Strings cannot live in a tensor: they come back as numpy, as the labels.
+    assert isinstance(predicted, np.ndarray) and predicted.dtype.kind == "U"
+    assert (predicted == labels).mean() > 0.8
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_a_device_model_moved_to_numpy_carries_on_on_numpy(iris, solver):
+    # The recipe of the user guide for deploying a model trained on a GPU.
+    move_estimator_to = pytest.importorskip(
+        "sklearn.utils._array_api").__dict__.get("move_estimator_to")
+    if move_estimator_to is None:
+        pytest.skip("needs scikit-learn's move_estimator_to")
+    X, y = iris
+    clf = _quietly(TwoLayerSoftmaxClassifier(solver=solver, hidden_size=8,
+                                             max_iter=5, random_state=0).fit,
+                   _torch(X), _torch(y))
+    expected = _host(clf.predict_proba(_torch(X)))
+    moved = move_estimator_to(clf, np, "cpu")
+    np.testing.assert_allclose(moved.predict_proba(X), expected, rtol=1e-12)
+    if solver != "lbfgs":
+        with sklearn.config_context(array_api_dispatch=False):
+            moved.partial_fit(X, y)  # the optimizer's state moved too
+        assert all(isinstance(v, np.ndarray)
+                   for v in moved._optimizer_state.values() if hasattr(v, "shape"))
