@@ -17,7 +17,10 @@ Measures, in one process and on the same data:
 (e) prediction latency against ``MLPClassifier(hidden_layer_sizes=(H,))``
     fitted on the same data (digits): ``predict`` and ``predict_proba`` on one
     row and on a batch of generated rows, and onnxruntime inference of both
-    exported models (skipped when skl2onnx or onnxruntime is missing).
+    exported models (skipped when skl2onnx or onnxruntime is missing);
+(f) with ``--only device --device cuda``: training on an accelerator through
+    scikit-learn's Array API dispatch, against numpy and a plain PyTorch loop
+    (see ``benchmarks/bench_device.py``; not part of the default run).
 
 Every ratio is the median over repeats in which the two contenders run
 alternately (A, B, B, A, ...), because shared machines are noisy.
@@ -28,6 +31,7 @@ Usage::
     python benchmarks/run.py --quick          # tiny sizes, seconds
     python benchmarks/run.py --repeats 9 --json results.json
     python benchmarks/run.py --only predict   # prediction latency alone
+    python benchmarks/run.py --only device --device cuda  # on a GPU
 
 The dependencies are in the ``benchmarks`` extra:
 ``pip install ".[benchmarks]"`` (torch is optional; its CPU build installs
@@ -35,13 +39,19 @@ with ``pip install torch==2.13.0``; section (e)'s ONNX part needs the
 ``onnx`` extra).
 """
 
-import argparse
+import os
+import sys
+
+# Section (f) trains under scikit-learn's array_api_dispatch, which needs
+# scipy's array API support switched on before scipy is first imported.
+if "device" in " ".join(sys.argv[1:]):
+    os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import argparse  # noqa: E402
 import gc
 import json
-import os
 import platform
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -62,6 +72,18 @@ from sk_twolayer import TwoLayerSoftmaxClassifier, loss_and_gradient
 from sk_twolayer._loss import TwoLayerLoss
 from sk_twolayer._params import ParamLayout
 from sk_twolayer import _solvers
+
+
+def _device_module():
+    """benchmarks/bench_device.py, section (f), imported only when asked for."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_device
+
+    return bench_device
+
+
+def bench_device(cfg):
+    return _device_module().bench_device(cfg)
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
@@ -433,17 +455,8 @@ def bench_torch(cfg):
             loss.loss_gradient(theta0, X, y, grad=grad)
 
         def torch_sgd():
-            m = net()
-            opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9,
-                                  nesterov=True)
-            g = torch.Generator().manual_seed(0)
-            for _ in range(cfg.epochs):
-                perm = torch.randperm(n, generator=g)
-                for s in range(0, n, b):
-                    idx = perm[s:s + b]
-                    opt.zero_grad(set_to_none=False)
-                    crit(m(Xt[idx]), yt[idx]).backward()
-                    opt.step()
+            _device_module().torch_sgd_loop(
+                net(), Xt, yt, b, cfg.epochs, torch.Generator().manual_seed(0))
 
         def ours_sgd():
             _solvers.stochastic(
@@ -658,6 +671,15 @@ def targets(results):
         for row in results["torch"]["rows"]:
             met[f"speedup_vs_torch {row['work']} {row['dtype']}"] = {
                 "value": row["speedup"], "target": TARGETS["speedup_vs_torch"]}
+    dev = results.get("device") or {}
+    if dev.get("available"):
+        for row in dev["rows"]:
+            for field, target in (("fraction_of_gemm_rate", 0.5),
+                                  ("speedup_vs_numpy", 20.0),
+                                  ("speedup_vs_torch", 1.0)):
+                if field in row:
+                    met[f"device {row['work']} {field}"] = {
+                        "value": row[field], "target": target}
     if results.get("memory"):
         met["memory_ratio_vs_mlp"] = {"value": results["memory"]["ratio"],
                                       "target": TARGETS["memory_ratio_vs_mlp"],
@@ -753,6 +775,9 @@ def format_table(results):
                          "python/onnx: its time / our graph's")
         else:
             lines.append(f"    onnx: {o['reason']} (pip install \".[onnx]\")")
+    if "device" in results:
+        lines.append("")
+        lines.extend(_device_module().format_device(results["device"]))
     lines.append("")
     lines.append("targets:")
     for k, v in results["targets"].items():
@@ -786,8 +811,12 @@ def parse_args(argv=None):
                    help="rows of the batch prediction timings (section e)")
     p.add_argument("--predict-calls", type=int, default=200,
                    help="single-row calls per repeat (section e)")
+    p.add_argument("--device", default="cuda",
+                   help="PyTorch device of section (f), e.g. cuda or cpu")
+    p.add_argument("--device-n", type=int, default=1_000_000,
+                   help="rows of section (f) (float32)")
     p.add_argument("--only", default="roofline,mlp,memory,torch,predict",
-                   help="comma-separated sections to run")
+                   help="comma-separated sections to run (add 'device' for f)")
     p.add_argument("--json", default="benchmarks/results.json",
                    help="where to write the JSON results")
     p.add_argument("--memory-child", choices=("ours", "mlp"),
@@ -800,6 +829,7 @@ def parse_args(argv=None):
         args.memory_n, args.memory_d, args.memory_iter = 2000, 10, 2
         args.density = 0.2
         args.predict_rows, args.predict_calls = 2000, 20
+        args.device_n = 2000
     return args
 
 
@@ -820,7 +850,8 @@ def main(argv=None):
                 ("mlp", "vs_mlp", bench_vs_mlp),
                 ("memory", "memory", bench_memory),
                 ("torch", "torch", bench_torch),
-                ("predict", "predict", bench_predict)]
+                ("predict", "predict", bench_predict),
+                ("device", "device", bench_device)]
     for name, key, func in sections:
         if name in only:
             t0 = time.perf_counter()

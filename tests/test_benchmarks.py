@@ -90,3 +90,23 @@ def test_benchmark_predict_skips_onnx_when_missing(monkeypatch):
     sessions, reason = run._onnx_sessions(None, None, 4)
     assert sessions is None
     assert "onnxruntime" in reason
+
+
+def test_benchmark_device_section_on_the_cpu(tmp_path):
+    # Section (f) is meant for a GPU; on PyTorch's CPU build the same code
+    # runs with --device cpu, which is what this smoke test checks.
+    pytest.importorskip("torch")
+    out = tmp_path / "results.json"
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--only", "device",
+         "--device", "cpu", "--json", str(out)],
+        check=True, capture_output=True, text=True, cwd=SCRIPT.parents[1],
+        timeout=600,
+    )
+    dev = json.loads(out.read_text())["device"]
+    assert dev["available"] and dev["device"] == "cpu"
+    works = [row["work"] for row in dev["rows"]]
+    assert works == ["full-batch loss+gradient", "lbfgs 3 iterations",
+                     "SGD 1 epoch, batch 200", "SGD 1 epoch, batch 2048"]
+    assert 0 < dev["rows"][0]["fraction_of_gemm_rate"]
+    assert all(row["ours_s"] > 0 for row in dev["rows"])

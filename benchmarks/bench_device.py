@@ -1,0 +1,180 @@
+"""Section (f) of ``benchmarks/run.py``: training on an accelerator.
+
+Run with ``python benchmarks/run.py --only device --device cuda`` (or
+``--device cpu`` for a smoke test of the same code with PyTorch's CPU
+build). In float32, on the same data, one run measures side by side:
+
+- the full-batch loss and gradient on the device, as a fraction of the
+  device's own GEMM time for the same five products (measured in the run);
+- 30 L-BFGS iterations of the estimator on the device against the same fit
+  on numpy, on this machine's CPUs;
+- one SGD epoch (momentum 0.9, Nesterov) at batch 200 and at batch 2048,
+  of the estimator on the device against a plain PyTorch loop with the same
+  model, batch size and optimizer, and against skorch where it is installed.
+
+Every timing synchronizes the device before the clock stops.
+"""
+
+import time
+import warnings
+
+import numpy as np
+import sklearn
+from sklearn.exceptions import ConvergenceWarning
+
+from sk_twolayer import TwoLayerSoftmaxClassifier
+from sk_twolayer._loss import TwoLayerLoss
+from sk_twolayer._namespace import ops_for
+from sk_twolayer._params import ParamLayout
+
+
+def _median_time(func, sync, repeats):
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        func()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def torch_sgd_loop(model, Xt, yt, batch, epochs=1, generator=None):
+    """The plain PyTorch loop we compare with: SGD, momentum 0.9, Nesterov."""
+    import torch
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    crit = torch.nn.CrossEntropyLoss()
+    n = Xt.shape[0]
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=generator, device=Xt.device)
+        for start in range(0, n, batch):
+            idx = perm[start:start + batch]
+            opt.zero_grad(set_to_none=True)
+            crit(model(Xt[idx]), yt[idx]).backward()
+            opt.step()
+
+
+def bench_device(cfg):
+    try:
+        import torch
+    except ImportError:
+        return {"available": False, "reason": "torch is not installed"}
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return {"available": False, "reason": "no CUDA device"}
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    n, d, h, c = cfg.device_n, cfg.d, cfg.hidden, cfg.classes
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, d), dtype=np.float32)
+    y = rng.integers(0, c, n)
+    Xt = torch.asarray(X, device=device)
+    yt = torch.asarray(y, device=device)
+    rows = []
+
+    # ---- full-batch loss and gradient against the device's GEMM time
+    layout = ParamLayout(d, h, c, np.float32)
+    theta = layout.init(np.random.RandomState(0))
+    with sklearn.config_context(array_api_dispatch=True):
+        ops = ops_for(Xt)
+        loss = TwoLayerLoss(layout, reg=1e-4, ops=ops)
+        theta_t = ops.asarray(theta)
+        sw = torch.ones(n, dtype=torch.float32, device=device)
+        W1, W2, _, _ = layout.unpack(theta_t, ops.xp)
+        A = torch.empty((n, h), device=device)
+        S = torch.empty((n, c), device=device)
+
+        def gemms():  # the five products of a forward and backward pass
+            torch.matmul(Xt, W1, out=A)
+            torch.matmul(A, W2, out=S)
+            W2.T.matmul(A.T)  # dW2 (transposed shapes, same flops)
+            S.matmul(W2.T)  # dh
+            Xt.T.matmul(A)  # dW1
+
+        def ours_full():
+            loss.loss_gradient(theta_t, Xt, yt, sw)
+
+        gemms(), ours_full()  # warm up kernels and caches
+        t_gemm = _median_time(gemms, sync, cfg.repeats)
+        t_ours = _median_time(ours_full, sync, cfg.repeats)
+    flops = 2 * n * (2 * d * h + 3 * h * c)
+    rows.append({"work": "full-batch loss+gradient", "ours_s": t_ours,
+                 "gemm_s": t_gemm, "fraction_of_gemm_rate": t_gemm / t_ours,
+                 "gemm_tflops": flops / t_gemm / 1e12})
+
+    # ---- 30 L-BFGS iterations: device against numpy on the CPUs
+    def lbfgs(Xa, ya):
+        clf = TwoLayerSoftmaxClassifier(hidden_size=h, max_iter=cfg.lbfgs_iter,
+                                        tol=0.0, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(Xa, ya)
+        return clf
+
+    with sklearn.config_context(array_api_dispatch=True):
+        lbfgs(Xt[:1000], yt[:1000])  # warm up
+        t_dev = _median_time(lambda: lbfgs(Xt, yt), sync, 1)
+    t_cpu = _median_time(lambda: lbfgs(X, y), sync, 1)
+    rows.append({"work": f"lbfgs {cfg.lbfgs_iter} iterations", "ours_s": t_dev,
+                 "numpy_s": t_cpu, "speedup_vs_numpy": t_cpu / t_dev})
+
+    # ---- one SGD epoch: ours on the device against a plain PyTorch loop
+    for batch in (200, 2048):
+        def ours_sgd():
+            clf = TwoLayerSoftmaxClassifier(
+                hidden_size=h, solver="sgd", batch_size=batch, max_iter=1,
+                learning_rate_init=0.01, momentum=0.9, reg=0.0,
+                n_iter_no_change=np.inf, random_state=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                with sklearn.config_context(array_api_dispatch=True):
+                    clf.fit(Xt, yt)
+
+        def torch_sgd():
+            torch.manual_seed(0)
+            model = torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.ReLU(),
+                                        torch.nn.Linear(h, c)).to(device)
+            torch_sgd_loop(model, Xt, yt, batch)
+
+        ours_sgd(), torch_sgd()  # warm up
+        row = {"work": f"SGD 1 epoch, batch {batch}",
+               "ours_s": _median_time(ours_sgd, sync, cfg.fit_repeats),
+               "torch_s": _median_time(torch_sgd, sync, cfg.fit_repeats)}
+        row["speedup_vs_torch"] = row["torch_s"] / row["ours_s"]
+        try:
+            from skorch import NeuralNetClassifier
+        except ImportError:
+            row["skorch_s"] = None
+        else:
+            def skorch_sgd():
+                net = NeuralNetClassifier(
+                    torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.ReLU(),
+                                        torch.nn.Linear(h, c)),
+                    criterion=torch.nn.CrossEntropyLoss, max_epochs=1,
+                    batch_size=batch, optimizer=torch.optim.SGD, lr=0.01,
+                    optimizer__momentum=0.9, optimizer__nesterov=True,
+                    train_split=None, device=str(device), verbose=0)
+                net.fit(X, y)
+
+            row["skorch_s"] = _median_time(skorch_sgd, sync, 1)
+        rows.append(row)
+    return {"available": True, "device": str(device), "torch": torch.__version__,
+            "name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else "cpu"), "n": n, "rows": rows}
+
+
+def format_device(result):
+    if not result or not result.get("available"):
+        reason = (result or {}).get("reason", "not run")
+        return [f"(f) device: skipped ({reason})"]
+    lines = [f"(f) device {result['device']} ({result['name']}), float32, "
+             f"N={result['n']}; torch {result['torch']}"]
+    for row in result["rows"]:
+        parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                 for k, v in row.items() if k != "work"]
+        lines.append(f"  {row['work']}: " + ", ".join(parts))
+    return lines
