@@ -864,7 +864,8 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
 
     def _scores(self, X, method):
         """Output scores (N, C), and the primitives of X's namespace."""
-        check_is_fitted(self)
+        if not hasattr(self, "coefs_"):  # cheaper than the check when fitted
+            check_is_fitted(self)
         check_same_namespace(X, self, attribute="_first_layer", method=method)
         ops = ops_for(X)
         X = validate_data(self, X, accept_sparse="csr", dtype=_float_dtypes(ops),

@@ -46,11 +46,11 @@ class NumpyOps:
     # ------------------------------------------------------------ products
     def matmul(self, a, b, out=None):
         """``a @ b``; into ``out`` where given. ``a`` may be sparse."""
-        if out is None or sp.issparse(a) or sp.issparse(b):
-            product = np.asarray(a @ b)
-            if out is None:
-                return product
-            out[...] = product
+        if out is None:
+            product = a @ b
+            return product if type(product) is np.ndarray else np.asarray(product)
+        if sp.issparse(a) or sp.issparse(b):
+            out[...] = a @ b
             return out
         return np.matmul(a, b, out=out)
 
