@@ -108,7 +108,7 @@ warnings.filterwarnings(
 
 # -- HTML --------------------------------------------------------------------
 _TOP_PAGES = ["index", "install", "quickstart", "api", "scaling_out",
-              "benchmarks", "changelog"]
+              "deploying", "benchmarks", "changelog"]
 html_theme = "pydata_sphinx_theme"
 html_title = f"sk-twolayer {release}"
 html_static_path = ["_static"]
