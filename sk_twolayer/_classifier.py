@@ -102,7 +102,7 @@ def _astype(ops, X, dtype):
 def _copy_to(ops, theta):
     """A copy of ``theta`` in the namespace and on the device of ``ops``."""
     if isinstance(theta, np.ndarray):
-        return ops.asarray(theta.copy()) if ops.is_numpy else ops.asarray(theta)
+        return theta.copy() if ops.is_numpy else ops.asarray(theta)
     return _solvers._copy(theta)
 
 
@@ -214,6 +214,11 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
 
     The objective and its gradient are :func:`sk_twolayer.loss_and_gradient`;
     every solver optimizes that same function.
+
+    Under scikit-learn's ``array_api_dispatch``, ``X`` may also be a PyTorch
+    tensor, a CuPy array or another Array API array: the model trains and
+    predicts in that namespace and on that device, and ``coefs_``,
+    ``intercepts_`` and the predictions live there too.
 
     Parameters
     ----------
