@@ -106,6 +106,27 @@ def _copy_to(ops, theta):
     return _solvers._copy(theta)
 
 
+def _check_continues_in_place(estimator, ops):
+    """A warm start or partial_fit stays in the fitted namespace and device."""
+    W1 = estimator.coefs_[0]
+    if isinstance(W1, np.ndarray) and ops.is_numpy:
+        return
+    if not isinstance(W1, np.ndarray) and not ops.is_numpy:
+        from sklearn.externals.array_api_compat import array_namespace, device
+
+        if array_namespace(W1) is ops.xp and device(W1) == ops.device:
+            return
+    where = ("numpy" if isinstance(W1, np.ndarray)
+             else f"{type(W1).__module__}.{type(W1).__name__} on {W1.device}")
+    raise ValueError(
+        f"This model was fitted on {where}, and warm_start and partial_fit "
+        "continue it only with X from the same array namespace and device "
+        "(with array_api_dispatch on for a namespace other than numpy). Move "
+        "the model first with sklearn.utils._array_api.move_estimator_to, "
+        "or set warm_start=False to fit a new one."
+    )
+
+
 def _label_indices(y, labels):
     """Positions of ``y`` in the sorted ``labels``; unknown labels are an error."""
     unknown = np.setdiff1d(unique_labels(y), labels)
@@ -531,6 +552,8 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         # labels and weights are small and worked out on the host, then moved
         # there once (ops.asarray is a no-op on numpy).
         ops = ops_for(X)
+        if not first_call:
+            _check_continues_in_place(self, ops)
         X, y = validate_data(
             self, X, to_host(y), accept_sparse="csr", dtype=_float_dtypes(ops),
             reset=first_call,

@@ -37,10 +37,10 @@ def _copy(array):
     """A copy of an array of any namespace (None stays None)."""
     if array is None or isinstance(array, np.ndarray):
         return None if array is None else array.copy()
-    from sklearn.utils._array_api import get_namespace
+    # The array's own namespace, whatever scikit-learn's dispatch setting.
+    from sklearn.externals.array_api_compat import array_namespace
 
-    xp, _ = get_namespace(array)
-    return xp.asarray(array, copy=True)
+    return array_namespace(array).asarray(array, copy=True)
 
 
 def _diverging(loss, dtype):
@@ -56,8 +56,8 @@ def _diverging(loss, dtype):
 
 def _diverged(where, hint):
     return DivergenceError(
-        f"Training diverged: the loss became non-finite {where}. No weights "
-        f"were kept from this fit. {hint}"
+        f"Training diverged: the loss became non-finite or too large {where}. "
+        f"No weights were kept from this fit. {hint}"
     )
 
 

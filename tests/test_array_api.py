@@ -312,3 +312,23 @@ def test_a_device_model_moved_to_numpy_carries_on_on_numpy(iris, solver):
             moved.partial_fit(X, y)  # the optimizer's state moved too
         assert all(isinstance(v, np.ndarray)
                    for v in moved._optimizer_state.values() if hasattr(v, "shape"))
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_continuing_in_another_namespace_is_a_clear_error(iris, solver):
+    X, y = iris
+    clf = TwoLayerSoftmaxClassifier(solver=solver, hidden_size=8, random_state=0)
+    clf.partial_fit(_torch(X), _torch(y), classes=[0, 1, 2])
+    before = [_host(a).copy() for a in clf.coefs_]
+    with sklearn.config_context(array_api_dispatch=False):
+        with pytest.raises(ValueError, match="fitted on torch.Tensor"):
+            clf.partial_fit(X, y)
+    with pytest.raises(ValueError, match="fitted on torch.Tensor"):
+        clf.partial_fit(_strict(X), _strict(y))
+    for old, new in zip(before, clf.coefs_):  # nothing changed
+        np.testing.assert_array_equal(_host(new), old)
+    numpy_model = TwoLayerSoftmaxClassifier(solver=solver, hidden_size=8,
+                                            warm_start=True, max_iter=2)
+    _quietly(numpy_model.fit, X, y)
+    with pytest.raises(ValueError, match="fitted on numpy"):
+        numpy_model.fit(_torch(X), _torch(y))
