@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover - older scikit-learn has no callbacks
 
 from . import _solvers
 from ._loss import ACTIVATIONS, TwoLayerLoss, forward, log_softmax, softmax_inplace
-from ._namespace import max_precision_float_dtype, ops_for, to_host
+from ._namespace import array_api_compat, max_precision_float_dtype, ops_for, to_host
 from ._params import ParamLayout
 from ._warnings import warn
 
@@ -112,9 +112,8 @@ def _check_continues_in_place(estimator, ops):
     if isinstance(W1, np.ndarray) and ops.is_numpy:
         return
     if not isinstance(W1, np.ndarray) and not ops.is_numpy:
-        from sklearn.externals.array_api_compat import array_namespace, device
-
-        if array_namespace(W1) is ops.xp and device(W1) == ops.device:
+        compat = array_api_compat()
+        if compat.array_namespace(W1) is ops.xp and compat.device(W1) == ops.device:
             return
     where = ("numpy" if isinstance(W1, np.ndarray)
              else f"{type(W1).__module__}.{type(W1).__name__} on {W1.device}")

@@ -223,17 +223,26 @@ def to_host(array):
     """
     if array is None or isinstance(array, np.ndarray):
         return array
+    compat = array_api_compat()
+    if compat is None or not compat.is_array_api_obj(array):
+        return array
+    from sklearn.utils._array_api import _convert_to_numpy
+
+    return _convert_to_numpy(array, compat.array_namespace(array))
+
+
+def array_api_compat():
+    """array_api_compat: scikit-learn's vendored copy (1.7 and later), else
+    the package itself; None where neither is there (then no array can be
+    from another namespace)."""
     try:
-        from sklearn.externals.array_api_compat import (
-            array_namespace,
-            is_array_api_obj,
-        )
-        from sklearn.utils._array_api import _convert_to_numpy
-    except ImportError:  # pragma: no cover - scikit-learn without these helpers
-        return array
-    if not is_array_api_obj(array):
-        return array
-    return _convert_to_numpy(array, array_namespace(array))
+        from sklearn.externals import array_api_compat as compat
+    except ImportError:  # pragma: no cover - scikit-learn 1.6
+        try:
+            import array_api_compat as compat
+        except ImportError:
+            return None
+    return compat
 
 
 def ops_for(*arrays):
@@ -264,7 +273,7 @@ def max_precision_float_dtype(xp, device):
 
 
 def _is_numpy(xp):
-    name = getattr(xp, "__name__", "")
-    return name in ("numpy", "sklearn.externals.array_api_compat.numpy") or (
-        name.endswith("array_api_compat.numpy")
-    )
+    """numpy itself, or array_api_compat's wrapper of it."""
+    from sklearn.utils._array_api import _is_numpy_namespace
+
+    return _is_numpy_namespace(xp)

@@ -25,7 +25,7 @@ from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import ThreadpoolController
 
-from ._namespace import NUMPY, ops_for
+from ._namespace import NUMPY, array_api_compat, ops_for
 from ._warnings import warn
 
 
@@ -38,9 +38,7 @@ def _copy(array):
     if array is None or isinstance(array, np.ndarray):
         return None if array is None else array.copy()
     # The array's own namespace, whatever scikit-learn's dispatch setting.
-    from sklearn.externals.array_api_compat import array_namespace
-
-    return array_namespace(array).asarray(array, copy=True)
+    return array_api_compat().array_namespace(array).asarray(array, copy=True)
 
 
 def _diverging(loss, dtype):
