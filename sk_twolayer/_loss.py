@@ -519,7 +519,7 @@ def forward(W1, b1, W2, b2, X, activation="relu", ops=NUMPY):
     """
     N, (H, C) = X.shape[0], W2.shape
     if not ops.is_numpy:
-        itemsize = 4 if X.dtype == ops.xp.float32 else 8
+        itemsize = ops.numpy_dtype(X).itemsize
         blocks = _row_blocks(N, _rows_in_budget((H + C) * itemsize, N))
         return ops.xp.concat([
             _scores_block(ops, X[rows, ...], W1, b1, W2, b2, activation)
@@ -555,10 +555,6 @@ def softmax_inplace(S, ops=NUMPY):
     S = xp.exp(S)
     S /= xp.sum(S, axis=1, keepdims=True)
     return S
-
-
-def xp_or_np(xp):
-    return np if xp is None else xp
 
 
 def _as_array(value, ops, dtype=None):
@@ -670,10 +666,7 @@ def loss_and_gradient(W1, b1, W2, b2, X, y, reg=0.0, *, sample_weight=None,
         X = xp.astype(X, max_precision_float_dtype(xp, ops.device))
     if X.ndim != 2:
         raise ValueError(f"X must be 2-dimensional, got shape {tuple(X.shape)}.")
-    if xp is None:
-        dtype = X.dtype
-    else:
-        dtype = np.dtype("float32" if X.dtype == xp.float32 else "float64")
+    dtype = ops.numpy_dtype(X)
     W1 = _as_array(W1, ops)
     if W1.ndim != 2:
         raise ValueError(f"W1 must be 2-dimensional, got shape {tuple(W1.shape)}.")
@@ -697,8 +690,8 @@ def loss_and_gradient(W1, b1, W2, b2, X, y, reg=0.0, *, sample_weight=None,
         raise ValueError(f"y must have shape ({X.shape[0]},), got {tuple(y.shape)}.")
     integral = (np.issubdtype(y.dtype, np.integer) if xp is None
                 else xp.isdtype(y.dtype, "integral"))
-    if X.shape[0] and (not integral or int(xp_or_np(xp).min(y)) < 0
-                       or int(xp_or_np(xp).max(y)) >= C):
+    if X.shape[0] and (not integral or int(ops.xp.min(y)) < 0
+                       or int(ops.xp.max(y)) >= C):
         raise ValueError(f"y must hold integer class indices in [0, {C}).")
     if sample_weight is not None:
         sample_weight = _as_array(sample_weight, ops, X.dtype)

@@ -160,14 +160,13 @@ class SGD(_UpdateRule):
         self._ops = ops
         self._coefs, self._coefs_lr = {}, None  # their dtype is theta's
         if not ops.is_numpy:
+            # The kept velocity is this optimizer's own (from_state copies).
             velocity = self._velocity
-            self._dtype = np.float64
             self._pair = (_copy(theta), ops.xp.zeros_like(theta)
-                          if velocity is None else _copy(velocity))
+                          if velocity is None else velocity)
             return
         self._state = np.empty((3, theta.size), dtype=theta.dtype)
         self._spare = np.empty_like(self._state)
-        self._dtype = theta.dtype
         self._state[0] = theta
         self._state[1] = 0 if self._velocity is None else self._velocity
 
@@ -203,7 +202,7 @@ class SGD(_UpdateRule):
             else:  # theta + v'
                 new_theta = [1 - decay, mu, -lr]
             coefs = self._coefs[reg] = np.array([new_theta, velocity],
-                                                dtype=self._dtype)
+                                                dtype=self._state.dtype)
         return coefs
 
     def step(self, penalty=None, grad=None):
@@ -246,6 +245,7 @@ class SGD(_UpdateRule):
             self._velocity = self._pair[1]
         self._state = self._spare = self._pair = self._ops = None
 
+
 class Adam(_UpdateRule):
     """Adam (Kingma and Ba, 2015) with bias-corrected step size.
 
@@ -287,13 +287,11 @@ class Adam(_UpdateRule):
         numpy = ops.is_numpy
         self.grad = np.empty_like(theta) if numpy else None
         self._tmp = np.empty_like(theta) if numpy else None
+        # The moments are updated in place; kept ones are this optimizer's
+        # own (from_state copies), so a failed call changes no model.
         if self._m is None:
             self._m = ops.xp.zeros_like(theta)
             self._v = ops.xp.zeros_like(theta)
-        elif not numpy:
-            # The moments are updated in place: work on copies, so that the
-            # kept state of a model is never changed by a failed call.
-            self._m, self._v = _copy(self._m), _copy(self._v)
 
     def step(self, penalty=None, grad=None):
         ops = self._ops
@@ -306,7 +304,7 @@ class Adam(_UpdateRule):
         # without temporaries of theta's size (grad is overwritten).
         m *= b1
         m += ops.multiply(grad, 1 - b1, out=tmp)
-        grad = ops.multiply(grad, grad, out=grad if ops.is_numpy else None)
+        grad = ops.multiply(grad, grad, out=grad)
         grad *= 1 - b2
         v *= b2
         v += grad
@@ -314,7 +312,7 @@ class Adam(_UpdateRule):
               / (1 - b1 ** self.n_steps))
         step = ops.sqrt(v, out=tmp)
         step += self.epsilon
-        step = ops.divide(m, step, out=step if ops.is_numpy else None)
+        step = ops.divide(m, step, out=step)
         step *= -float(lr)
         self.theta += step
 
