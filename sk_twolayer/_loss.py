@@ -23,18 +23,24 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh", "logistic")
 # Slope of leaky_relu for negative pre-activations.
 LEAKY_SLOPE = 0.01
 
-# Upper bound on the scratch memory (MiB) used when the loss is evaluated over
-# many rows at once (full-batch L-BFGS). scikit-learn's ``working_memory``
+# Upper bound on the host scratch memory (MiB) used when the loss is evaluated
+# over many rows at once (full-batch L-BFGS). scikit-learn's ``working_memory``
 # config is respected when it is smaller. Blocks of a few thousand rows keep
-# the matrix products at full speed; larger ones only cost page faults (the
-# public loss_and_gradient at N=20000: 205 ms at 16 MiB, 230 ms at 64 MiB).
+# the CPU's matrix products at full speed; larger ones only cost page faults
+# (the public loss_and_gradient at N=20000: 205 ms at 16 MiB, 230 ms at
+# 64 MiB). An accelerator gets scikit-learn's ``working_memory`` (1 GiB by
+# default) instead: there a block of a few thousand rows is too small a
+# product to fill the device, and each block costs some forty kernel
+# launches.
 DEFAULT_WORKING_MEMORY = 16
 
 
-def _rows_in_budget(row_bytes, n_rows):
+def _rows_in_budget(row_bytes, n_rows, ops=NUMPY):
     """How many rows of ``row_bytes`` fit in the scratch-memory budget."""
-    budget = min(get_config()["working_memory"], DEFAULT_WORKING_MEMORY) * 2**20
-    return int(min(max(1, budget // row_bytes), max(1, n_rows)))
+    budget = get_config()["working_memory"]
+    if not ops.on_accelerator:
+        budget = min(budget, DEFAULT_WORKING_MEMORY)
+    return int(min(max(1, budget * 2**20 // row_bytes), max(1, n_rows)))
 
 
 def _row_blocks(n_rows, rows_per_block):
@@ -119,11 +125,10 @@ def _backprop_activation(ops, dH, h, activation):
         _backprop_activation_inplace(dH, h, activation)
         return dH
     xp = ops.xp
-    if activation in ("relu", "leaky_relu"):
-        mask = xp.astype(h > 0, dH.dtype)
-        if activation == "leaky_relu":
-            mask = mask * (1 - LEAKY_SLOPE) + LEAKY_SLOPE
-        return dH * mask
+    if activation == "relu":
+        return ops.relu_backward(dH, h)
+    if activation == "leaky_relu":
+        return xp.where(h > 0, dH, LEAKY_SLOPE * dH)
     if activation == "tanh":
         return dH * (1.0 - h * h)
     return dH * (h * (1.0 - h))  # logistic
@@ -162,7 +167,12 @@ class _GradientViews:
         self.grad = grad
         self.views = layout.unpack(grad)
 
-    def add(self, k, a, b, accumulate, scratch):
+    def add(self, k, a, b, accumulate, scratch, via_transpose=False):
+        _matmul_into(a, b, self.views[k], accumulate, scratch)
+
+    def add_sum(self, k, M, axis, ones, accumulate, scratch):
+        """The sum of ``M`` over ``axis`` as a product with ``ones``."""
+        a, b = (ones, M) if axis == 0 else (M, ones)
         _matmul_into(a, b, self.views[k], accumulate, scratch)
 
     def flat(self):
@@ -179,8 +189,20 @@ class _GradientParts:
         self.xp = xp
         self.parts = [None] * 4
 
-    def add(self, k, a, b, accumulate, scratch=None):
-        product = a @ b
+    def add(self, k, a, b, accumulate, scratch=None, via_transpose=False):
+        # via_transpose: ``a @ b`` as ``(b.T @ a.T).T``, for two transposed
+        # operands, which PyTorch's CPU kernels multiply 3-15x slower than
+        # two contiguous ones (measured at 200 to 20,000 rows). numpy's BLAS
+        # takes both orders at the same speed.
+        product = (b.T @ a.T).T if via_transpose else a @ b
+        self._put(k, product, accumulate)
+
+    def add_sum(self, k, M, axis, ones=None, accumulate=False, scratch=None):
+        # A reduction: PyTorch's runs 3x faster than the product with ones
+        # that numpy prefers (over 2,048 rows and more, on the CPU).
+        self._put(k, self.xp.sum(M, axis=axis), accumulate)
+
+    def _put(self, k, product, accumulate):
         self.parts[k] = self.parts[k] + product if accumulate else product
 
     def flat(self):
@@ -221,7 +243,10 @@ class L2Penalty:
         if not self.reg:
             return
         if not ops.is_numpy:
-            grad[: self.size] += (2 * self.reg) * theta[: self.size]
+            if self.size == theta.shape[0]:  # the whole vector, in place
+                ops.add_scaled(grad, 2 * self.reg, theta)
+            else:
+                grad[: self.size] += (2 * self.reg) * theta[: self.size]
             return
         tmp = self._scratch
         if tmp is None or tmp.dtype != theta.dtype or tmp.size < self.size:
@@ -300,7 +325,7 @@ class TwoLayerLoss:
         # A (H) + dH (H) + zeros (H) + S (C) per row, plus small per-row
         # vectors.
         row_bytes = (3 * H + C + 5) * itemsize
-        return _rows_in_budget(row_bytes, n_rows)
+        return _rows_in_budget(row_bytes, n_rows, self.ops)
 
     def _buffer(self, name, *shape, fill=None):
         """A C-contiguous view of ``shape`` on a flat buffer kept across calls.
@@ -378,10 +403,10 @@ class TwoLayerLoss:
 
         N = X.shape[0]
         if sample_weight is None:
-            weight_sum = float(N)
+            weight_sum = float(max(N, 1))
         else:
             weight_sum = ops.total(sample_weight)
-        if not ops.is_numpy:
+        if not ops.is_numpy and sample_weight is not None:
             # No branch on a device value: all-zero weights give a zero data
             # term and gradient through a clipped denominator, as below.
             weight_sum = ops.xp.clip(ops.xp.asarray(weight_sum, dtype=W1.dtype,
@@ -398,15 +423,16 @@ class TwoLayerLoss:
         inv_weight_sum = 1.0 / weight_sum
         if ops.is_numpy:
             inv_weight_sum = layout.dtype.type(inv_weight_sum)
-        data_loss = 0.0
+        data_loss = None
         # The first block writes the gradient, later blocks add to it:
         # no zero-fill pass and no per-call temporaries of theta's size.
         for i, rows in enumerate(_row_blocks(N, self._rows_per_block(N))):
             swb = None if sample_weight is None else sample_weight[rows]
-            data_loss += self._block(
+            block_loss = self._block(
                 X[rows] if ops.is_numpy else X[rows, ...], y[rows], swb,
                 inv_weight_sum, W1, W2, b1, b2, sink, accumulate=i > 0,
             )
+            data_loss = block_loss if i == 0 else data_loss + block_loss
         if ops.is_numpy:
             return data_loss / weight_sum, sink.flat()
         return data_loss * inv_weight_sum, sink.flat()
@@ -432,16 +458,14 @@ class TwoLayerLoss:
         rows = self._rows(n) if ops.is_numpy else None
 
         # ---- forward
-        A = ops.matmul(Xb, W1, out=self._buffer("A", n, H))  # (n, H): f
-        A += b1
+        A = ops.affine(Xb, W1, b1, out=self._buffer("A", n, H))  # (n, H): f
         A = _activate(ops, A, self.activation,
                       self._buffer("zeros", n, H, fill=0) if ops.is_numpy
                       else None)  # A = h
         # Scores are kept transposed, one row per class: (C, n). With few
         # classes, reductions over a sample's scores then run along the long
         # axis, which numpy vectorizes (a third faster at batch 200).
-        ST = ops.matmul(W2.T, A.T, out=self._buffer("S", C, n))
-        ST += b2[:, None]
+        ST = ops.affine(W2.T, A.T, b2[:, None], out=self._buffer("S", C, n))
 
         # ---- log loss, stable for any size of score: shift by the row max
         per_sample = self._buffer("per_sample", 2 * n)
@@ -465,21 +489,20 @@ class TwoLayerLoss:
         # (w_i / sum(w)) / row_sum, then the one-hot part subtracted.
         row_sum = ops.divide(scale, row_sum, out=row_sum)
         ST *= row_sum
-        if swb is None and not ops.is_numpy:
-            scale = self._buffer("ones", n, fill=1) * scale
         ST = ops.subtract_at(ST, where, scale)
         S = ST.T  # (n, C)
-        ones = self._buffer("ones", n, fill=1)
+        ones = self._buffer("ones", n, fill=1) if ops.is_numpy else None
         # dW2 = h^T dscores (H, C), db2 = sum_i dscores
-        sink.add(1, A.T, S, accumulate, self._buffer("gW2", H, C))
-        sink.add(3, ST, ones, accumulate, self._buffer("gb2", C))
+        sink.add(1, A.T, S, accumulate, self._buffer("gW2", H, C),
+                 via_transpose=True)
+        sink.add_sum(3, ST, 1, ones, accumulate, self._buffer("gb2", C))
         # dh = dscores W2^T (n, H); df = dh * f'(f), f' read off h
         dH = ops.matmul(S, W2.T, out=self._buffer("dH", n, H))
         dH = _backprop_activation(ops, dH, A, self.activation)
         # dW1 = X^T df (D, H), db1 = sum_i df
         sink.add(0, Xb.T, dH, accumulate,
                  self._buffer("gW1", self.layout.n_features, H))
-        sink.add(2, ones, dH, accumulate, self._buffer("gb1", H))
+        sink.add_sum(2, dH, 0, ones, accumulate, self._buffer("gb1", H))
         return block_loss
 
     def evaluate(self, theta, X, y, sample_weight=None):
@@ -503,12 +526,9 @@ class TwoLayerLoss:
 
 def _scores_block(ops, Xb, W1, b1, W2, b2, activation, out=None):
     """``f(Xb @ W1 + b1) @ W2 + b2`` for one block of rows, into ``out``."""
-    A = ops.matmul(Xb, W1)  # (n, H), a new array
-    A += b1
+    A = ops.affine(Xb, W1, b1)  # (n, H), a new array
     A = _activate(ops, A, activation)
-    S = ops.matmul(A, W2, out=out)
-    S += b2
-    return S
+    return ops.affine(A, W2, b2, out=out)
 
 
 def forward(W1, b1, W2, b2, X, activation="relu", ops=NUMPY):
@@ -520,7 +540,7 @@ def forward(W1, b1, W2, b2, X, activation="relu", ops=NUMPY):
     N, (H, C) = X.shape[0], W2.shape
     if not ops.is_numpy:
         itemsize = ops.numpy_dtype(X).itemsize
-        blocks = _row_blocks(N, _rows_in_budget((H + C) * itemsize, N))
+        blocks = _row_blocks(N, _rows_in_budget((H + C) * itemsize, N, ops))
         return ops.xp.concat([
             _scores_block(ops, X[rows, ...], W1, b1, W2, b2, activation)
             for rows in blocks

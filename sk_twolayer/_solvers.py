@@ -214,15 +214,15 @@ class SGD(_UpdateRule):
         if not self._ops.is_numpy:
             # On a device: the same update, in place on (theta, v), which are
             # this optimizer's own copies; the penalty joins the gradient.
-            theta, velocity = self._pair
+            ops, (theta, velocity) = self._ops, self._pair
             if penalty is not None and penalty.reg:
-                penalty.add_gradient(theta, grad, self._ops)
+                penalty.add_gradient(theta, grad, ops)
             lr, mu = float(self.learning_rate), float(self.momentum)
             velocity *= mu
-            velocity -= lr * grad  # v' = mu v - lr g
+            ops.add_scaled(velocity, -lr, grad)  # v' = mu v - lr g
             if self.nesterov:
-                theta += mu * velocity
-                theta -= lr * grad  # theta + mu v' - lr g
+                ops.add_scaled(theta, mu, velocity)
+                ops.add_scaled(theta, -lr, grad)  # theta + mu v' - lr g
             else:
                 theta += velocity
             return
@@ -303,7 +303,7 @@ class Adam(_UpdateRule):
         # m <- b1 m + (1 - b1) g and v <- b2 v + (1 - b2) g^2; on numpy
         # without temporaries of theta's size (grad is overwritten).
         m *= b1
-        m += ops.multiply(grad, 1 - b1, out=tmp)
+        ops.add_scaled(m, 1 - b1, grad, tmp)
         grad = ops.multiply(grad, grad, out=grad)
         grad *= 1 - b2
         v *= b2
