@@ -454,6 +454,28 @@ def test_balanced_class_weight_equals_its_sample_weights(solver):
     assert not np.allclose(balanced.coefs_[0], plain.coefs_[0])
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_equal_weights_give_exactly_the_unweighted_fit(iris, solver):
+    # The weighted mean with equal weights is the plain mean; the solvers are
+    # then given no weights at all, so the fits agree to the last bit.
+    X, y = iris
+    params = dict(solver=solver, hidden_size=8, max_iter=5, random_state=0)
+    plain = _fit_quietly(TwoLayerSoftmaxClassifier(**params), X, y)
+    for sw in (np.full(len(y), 3.0), None):
+        equal = _fit_quietly(TwoLayerSoftmaxClassifier(**params), X, y,
+                             sample_weight=sw)
+        for got, expected in zip(equal.coefs_ + equal.intercepts_,
+                                 plain.coefs_ + plain.intercepts_):
+            np.testing.assert_array_equal(got, expected)
+        assert equal.loss_curve_ == plain.loss_curve_
+    # Unequal weights still count.
+    sw = np.ones(len(y))
+    sw[0] = 2.0
+    weighted = _fit_quietly(TwoLayerSoftmaxClassifier(**params), X, y,
+                            sample_weight=sw)
+    assert not np.array_equal(weighted.coefs_[0], plain.coefs_[0])
+
+
 def test_class_weight_dict_shifts_predictions_towards_the_class():
     X, y = make_blobs(n_samples=200, centers=2, cluster_std=4.0, random_state=0)
     plain = TwoLayerSoftmaxClassifier(random_state=0).fit(X, y)
