@@ -83,7 +83,7 @@ def _device_module():
 
 
 def bench_device(cfg):
-    return _device_module().bench_device(cfg)
+    return _device_module().bench_device(cfg, _alternate, _ratio)
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
@@ -100,17 +100,22 @@ TARGETS = {
 
 
 # ------------------------------------------------------------------- helpers
-def _time(f):
+def _time(f, sync=None):
+    if sync is not None:
+        sync()
     t = time.perf_counter()
     f()
+    if sync is not None:
+        sync()
     return time.perf_counter() - t
 
 
-def _alternate(funcs, repeats, warmup=1):
+def _alternate(funcs, repeats, warmup=1, sync=None):
     """Time each of ``funcs`` (a dict) ``repeats`` times, alternating order.
 
     Returns a dict of arrays of seconds, one entry per repeat, so that ratios
-    can be taken pairwise within the same repeat.
+    can be taken pairwise within the same repeat. ``sync`` (an accelerator's
+    synchronize) runs before each clock starts and before it stops.
     """
     names = list(funcs)
     for _ in range(warmup):
@@ -121,7 +126,7 @@ def _alternate(funcs, repeats, warmup=1):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             gc.collect()
-            times[name].append(_time(funcs[name]))
+            times[name].append(_time(funcs[name], sync))
     return {name: np.array(t) for name, t in times.items()}
 
 
@@ -700,21 +705,26 @@ def format_table(results):
     lines.append(f"N={cfg['n']} D={cfg['d']} H={cfg['hidden']} C={cfg['classes']}"
                  f" batch={cfg['batch']} repeats={cfg['repeats']}"
                  f" (fits: {cfg['fit_repeats']})")
-    lines.append("")
-    lines.append("(a) roofline: GEMM-only time / our time (1.0 = at the bound)")
-    lines.append(f"| {'dtype':7} | {'input':5} | {'path':26} | {'bound ms':>9} "
-                 f"| {'ours ms':>9} | {'GFLOP/s':>7} | {'ratio':>5} |")
-    lines.append("|" + "|".join("-" * w for w in (9, 7, 28, 11, 11, 9, 7)) + "|")
+    # Each section's table only where the section ran (--only).
+    if results["roofline"]:
+        lines.append("")
+        lines.append("(a) roofline: GEMM-only time / our time (1.0 = at the bound)")
+        lines.append(f"| {'dtype':7} | {'input':5} | {'path':26} | {'bound ms':>9} "
+                     f"| {'ours ms':>9} | {'GFLOP/s':>7} | {'ratio':>5} |")
+        lines.append("|" + "|".join("-" * w for w in (9, 7, 28, 11, 11, 9, 7))
+                     + "|")
     for r in results["roofline"]:
         lines.append(f"| {r['dtype']:7} | {r['input']:5} | {r['path']:26} | "
                      f"{r['bound_s'] * 1e3:9.1f} | {r['ours_s'] * 1e3:9.1f} | "
                      f"{r['bound_gflops']:7.1f} | {r['roofline_ratio']:5.2f} |")
-    lines.append("")
-    lines.append("(b) fit vs MLPClassifier (speedup = MLP time / our time)")
-    lines.append(f"| {'solver':6} | {'dtype':7} | {'ours s':>7} | {'MLP s':>7} "
-                 f"| {'speedup':>7} | {'ours logloss':>12} | {'MLP logloss':>11} "
-                 f"| {'ours/MLP coef dtype':19} |")
-    lines.append("|" + "|".join("-" * w for w in (8, 9, 9, 9, 9, 14, 13, 21)) + "|")
+    if results["vs_mlp"]:
+        lines.append("")
+        lines.append("(b) fit vs MLPClassifier (speedup = MLP time / our time)")
+        lines.append(f"| {'solver':6} | {'dtype':7} | {'ours s':>7} | {'MLP s':>7} "
+                     f"| {'speedup':>7} | {'ours logloss':>12} "
+                     f"| {'MLP logloss':>11} | {'ours/MLP coef dtype':19} |")
+        lines.append("|" + "|".join("-" * w for w in (8, 9, 9, 9, 9, 14, 13, 21))
+                     + "|")
     for r in results["vs_mlp"]:
         dt = f"{r['ours_coef_dtype']}/{r['mlp_coef_dtype']}"
         lines.append(f"| {r['solver']:6} | {r['dtype']:7} | {r['ours_s']:7.2f} | "
@@ -730,7 +740,9 @@ def format_table(results):
         lines.append(f"    ours {m['ours_peak_extra_mib']:.1f} MiB, MLPClassifier "
                      f"{m['mlp_peak_extra_mib']:.1f} MiB, ratio {m['ratio']:.3f}")
     t = results.get("torch", {})
-    lines.append("")
+    torch_ran = not t.get("skipped", False)
+    if torch_ran:
+        lines.append("")
     if t.get("available"):
         lines.append(f"(d) PyTorch {t['version']} CPU, {t['threads']} threads "
                      "(speedup = torch time / our time)")
@@ -746,7 +758,7 @@ def format_table(results):
             lines.append(f"| {r['dtype']:7} | {r['work']:26} | {r['ours_s']:7.3f} | "
                          f"{r['torch_s']:7.3f} | {r['speedup']:7.2f} | {ours_r} "
                          f"| {torch_r} |")
-    else:
+    elif torch_ran:
         lines.append("(d) PyTorch: not installed (pip install torch==2.13.0)")
     p = results.get("predict")
     if p:

@@ -97,12 +97,14 @@ def test_benchmark_device_section_on_the_cpu(tmp_path):
     # runs with --device cpu, which is what this smoke test checks.
     pytest.importorskip("torch")
     out = tmp_path / "results.json"
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--only", "device",
          "--device", "cpu", "--json", str(out)],
         check=True, capture_output=True, text=True, cwd=SCRIPT.parents[1],
         timeout=600,
     )
+    # The output says that these are not GPU numbers.
+    assert "No GPU: these are PyTorch's CPU kernels" in proc.stdout
     dev = json.loads(out.read_text())["device"]
     assert dev["available"] and dev["device"] == "cpu"
     works = [row["work"] for row in dev["rows"]]
