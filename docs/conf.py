@@ -13,6 +13,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # import the checkout, not an old install
 
+# The GPU example trains under scikit-learn's array_api_dispatch, which needs
+# scipy's array API support, read once when scipy is first imported: here.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 import sk_twolayer  # noqa: E402
 
 # Figures are drawn off screen, on every machine.

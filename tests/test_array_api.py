@@ -427,7 +427,7 @@ def test_a_pytorch_sgd_step_launches_few_kernels(iris):
     # 36: the batch's rows and labels (2), forward (3), loss (8), dscores (4),
     # the four gradients and their concatenation (8), the mean (1), penalty
     # (4), update (4), the epoch's loss (2); and the epoch's own work spread
-    # over its steps. The plain PyTorch loop of the benchmark takes 37 with
+    # over its steps. The plain PyTorch loop of the benchmark takes 36 with
     # autograd; this code took 70 with the standard's functions alone.
     assert per_step <= 37, per_step
 
