@@ -66,8 +66,11 @@ print(f"device: {device}"
 
 
 def sync():
-    if on_gpu:
+    """Wait for the device to finish, so that timings include its work."""
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 # %%
@@ -76,9 +79,9 @@ def sync():
 # Each fit runs once to warm up (kernel selection, memory pools), once timed,
 # and once under the profiler, which records every PyTorch operation with
 # its own time ("self" time: without the operations it calls); on a GPU, the
-# time of its kernels on the device. Recording costs a little time per
-# operation, so the shares come from the profiled fit and the times from
-# the timed one.
+# time of its kernels on the device (on Apple's MPS it sees only the host's
+# side). Recording costs a little time per operation, so the shares come
+# from the profiled fit and the times from the timed one.
 fits = {
     "L-BFGS, 20 iterations": dict(solver="lbfgs", max_iter=20),
     "SGD, 2 epochs, batch 200": dict(solver="sgd", batch_size=200, max_iter=2),
