@@ -152,6 +152,7 @@ class ArrayAPIOps:
         # A GPU or other device with its own memory; the host's CPU devices
         # ("cpu" in PyTorch, array-api-strict's CPU_DEVICE) are not.
         self.on_accelerator = "cpu" not in str(device).lower()
+        self._zeros = {}
 
     def empty(self, shape, dtype):
         return self.xp.empty(shape, dtype=dtype, device=self.device)
@@ -189,7 +190,13 @@ class ArrayAPIOps:
 
     def relu_backward(self, dH, h):
         """``dH`` where ``h > 0``, else 0 (a new array)."""
-        return self.xp.where(h > 0, dH, 0.0)
+        # A 0-d zero rather than the scalar 0.0, which where() accepts only
+        # from the 2024.12 standard on; made once per dtype.
+        zero = self._zeros.get(dH.dtype)
+        if zero is None:
+            zero = self._zeros[dH.dtype] = self.xp.zeros((), dtype=dH.dtype,
+                                                         device=self.device)
+        return self.xp.where(h > 0, dH, zero)
 
     def take_rows(self, X, idx, out=None):
         return self.xp.take(X, idx, axis=0)
