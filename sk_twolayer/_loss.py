@@ -242,17 +242,16 @@ class L2Penalty:
         """Add ``2 * reg * theta`` to ``grad`` on the prefix, in place."""
         if not self.reg:
             return
-        if not ops.is_numpy:
-            if self.size == theta.shape[0]:  # the whole vector, in place
-                ops.add_scaled(grad, 2 * self.reg, theta)
-            else:
-                grad[: self.size] += (2 * self.reg) * theta[: self.size]
-            return
-        tmp = self._scratch
-        if tmp is None or tmp.dtype != theta.dtype or tmp.size < self.size:
-            tmp = self._scratch = np.empty(self.size, dtype=theta.dtype)
-        np.multiply(theta[: self.size], theta.dtype.type(2 * self.reg), out=tmp)
-        grad[: self.size] += tmp
+        size, factor = self.size, 2 * self.reg
+        if ops.is_numpy:  # into the prefix's view, through kept scratch
+            tmp = self._scratch
+            if tmp is None or tmp.dtype != theta.dtype or tmp.size < size:
+                tmp = self._scratch = np.empty(size, dtype=theta.dtype)
+            ops.add_scaled(grad[:size], factor, theta[:size], tmp[:size])
+        elif size == theta.shape[0]:  # the whole vector, in place
+            ops.add_scaled(grad, factor, theta)
+        else:  # a prefix: item assignment, which every namespace supports
+            grad[:size] += factor * theta[:size]
 
 
 class TwoLayerLoss:
@@ -334,30 +333,19 @@ class TwoLayerLoss:
         to. An all-zero one comes from calloc, so its pages usually stay
         unmapped; the memory budget counts it anyway.
 
-        Off numpy only filled buffers are kept (the primitives there return
-        new arrays); an output buffer is None.
+        Off numpy there are no kept buffers (the primitives there return new
+        arrays): the result is None.
         """
-        ops = self.ops
-        if not ops.is_numpy and fill is None:
+        if not self.ops.is_numpy:
             return None
         size = math.prod(shape)
         buf = self._buffers.get(name)
         if buf is None or buf.shape[0] < size:
-            buf = ops.zeros((size,), self._dtype())
-            if fill and ops.is_numpy:
+            buf = np.zeros(size, dtype=self.layout.dtype)
+            if fill:
                 buf.fill(fill)
-            elif fill:
-                buf = buf + fill
             self._buffers[name] = buf
-        if ops.is_numpy:
-            return buf[:size].reshape(shape)
-        return ops.xp.reshape(buf[:size], shape)
-
-    def _dtype(self):
-        """The layout's dtype in this namespace."""
-        if self.ops.is_numpy:
-            return self.layout.dtype
-        return getattr(self.ops.xp, self.layout.dtype.name)
+        return buf[:size].reshape(shape)
 
     # ------------------------------------------------------------- evaluation
     def loss_gradient(self, theta, X, y, sample_weight=None, grad=None):
@@ -460,8 +448,7 @@ class TwoLayerLoss:
         # ---- forward
         A = ops.affine(Xb, W1, b1, out=self._buffer("A", n, H))  # (n, H): f
         A = _activate(ops, A, self.activation,
-                      self._buffer("zeros", n, H, fill=0) if ops.is_numpy
-                      else None)  # A = h
+                      self._buffer("zeros", n, H, fill=0))  # A = h
         # Scores are kept transposed, one row per class: (C, n). With few
         # classes, reductions over a sample's scores then run along the long
         # axis, which numpy vectorizes (a third faster at batch 200).
@@ -491,7 +478,7 @@ class TwoLayerLoss:
         ST *= row_sum
         ST = ops.subtract_at(ST, where, scale)
         S = ST.T  # (n, C)
-        ones = self._buffer("ones", n, fill=1) if ops.is_numpy else None
+        ones = self._buffer("ones", n, fill=1)
         # dW2 = h^T dscores (H, C), db2 = sum_i dscores
         sink.add(1, A.T, S, accumulate, self._buffer("gW2", H, C),
                  via_transpose=True)

@@ -184,7 +184,11 @@ class ArrayAPIOps:
         return product
 
     def add_scaled(self, y, alpha, x, scratch=None):
-        """``y += alpha * x`` in place (``y`` may be a slice of an array)."""
+        """``y += alpha * x`` in place, ``y`` being a whole array.
+
+        (The standard leaves in-place writes through a slice unspecified;
+        numpy's and PyTorch's slices are views that take them.)
+        """
         y += alpha * x
         return y
 
