@@ -36,7 +36,14 @@ except ImportError:  # pragma: no cover - older scikit-learn has no callbacks
 
 from . import _solvers
 from ._loss import ACTIVATIONS, TwoLayerLoss, forward, log_softmax, softmax_inplace
-from ._namespace import array_api_compat, max_precision_float_dtype, ops_for, to_host
+from ._namespace import (
+    array_api_compat,
+    detached,
+    max_precision_float_dtype,
+    move_to,
+    ops_for,
+    to_host,
+)
 from ._params import ParamLayout
 from ._warnings import warn
 
@@ -138,19 +145,25 @@ def _label_indices(y, labels):
     return np.searchsorted(labels, y)
 
 
+def _fitted_classes(ops, labels):
+    """``classes_`` as scikit-learn's array-API classifiers keep it.
+
+    Numeric labels live in the namespace and on the device of X, like the
+    weights, so that predictions and scikit-learn's tools that line them up
+    with ``classes_`` (``cross_val_predict``, the probability scorers) stay
+    in one namespace. Strings, which no device holds, stay on the host.
+    """
+    if ops.is_numpy or labels.dtype.kind not in "biuf":
+        return labels
+    return ops.asarray(labels)
+
+
 def _partial_fit_available(est):
     """partial_fit exists exactly where it can work; the error says why not."""
     if est.solver not in ("sgd", "adam"):
         raise AttributeError(
             "partial_fit is only available for solver='sgd' or solver='adam', "
             f"not solver={est.solver!r}."
-        )
-    if est.early_stopping:
-        raise AttributeError(
-            "partial_fit does not support early_stopping=True: one call sees "
-            "one chunk of data, with nothing held out to stop on. Set "
-            "early_stopping=False, and judge the model on held-out data "
-            "between calls."
         )
     if isinstance(est.class_weight, str) and est.class_weight == "balanced":
         raise AttributeError(
@@ -238,7 +251,7 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
     Under scikit-learn's ``array_api_dispatch``, ``X`` may also be a PyTorch
     tensor, a CuPy array or another Array API array: the model trains and
     predicts in that namespace and on that device, and ``coefs_``,
-    ``intercepts_`` and the predictions live there too.
+    ``intercepts_``, numeric ``classes_`` and the predictions live there too.
 
     Parameters
     ----------
@@ -330,7 +343,8 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        Class labels.
+        Class labels. Under ``array_api_dispatch``, numeric labels live in
+        the namespace and on the device of ``X``, strings on the host.
     coefs_ : list of ndarray
         ``[W1, W2]``, of shapes (n_features, hidden_size) and
         (hidden_size, n_classes).
@@ -517,8 +531,10 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Run one epoch of the stochastic solver over the given data.
 
-        Only available for ``solver="sgd"`` and ``solver="adam"``, without
-        ``early_stopping`` and without ``class_weight="balanced"``.
+        Only available for ``solver="sgd"`` and ``solver="adam"``, and
+        without ``class_weight="balanced"``. With ``early_stopping=True`` it
+        raises a ValueError, as MLPClassifier's does: one call sees one chunk
+        of data, with nothing held out to stop on.
 
         Parameters
         ----------
@@ -539,6 +555,13 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         self : TwoLayerSoftmaxClassifier
             The updated estimator.
         """
+        if self.early_stopping:
+            raise ValueError(
+                "partial_fit does not support early_stopping=True: one call "
+                "sees one chunk of data, with nothing held out to stop on. Set "
+                "early_stopping=False, and judge the model on held-out data "
+                "between calls."
+            )
         with _rollback_on_error(self):
             return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
@@ -549,7 +572,10 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
 
         # X is validated and used in its own namespace and on its device;
         # labels and weights are small and worked out on the host, then moved
-        # there once (ops.asarray is a no-op on numpy).
+        # there once (ops.asarray is a no-op on numpy). Only the values of
+        # a tensor that requires grad are used: no autograd state reaches
+        # the weights, and no gradient flows back into X.
+        X = detached(X)
         ops = ops_for(X)
         if not first_call:
             _check_continues_in_place(self, ops)
@@ -587,7 +613,8 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         loss = TwoLayerLoss(layout, self.reg, self.penalize_bias, self.activation,
                             ops=ops)
 
-        state = {"classes_": labels, "_rng": rng}
+        classes_ = _fitted_classes(ops, labels)
+        state = {"classes_": classes_, "_rng": rng}
         validation = self._validation_data(
             X, y, sample_weight, validation, labels, rng, incremental, ops
         )
@@ -604,7 +631,7 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             1 if incremental else self.max_iter,
             lambda theta: layout.unpack(_copy_to(ops, theta),
                                         None if ops.is_numpy else ops.xp),
-            {"classes_": labels, "n_outputs_": labels.size},
+            {"classes_": classes_, "n_outputs_": labels.size},
         )
 
         # t_ counts the samples seen since the model was started, across
@@ -660,9 +687,10 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         return self
 
     def _encode_labels(self, y, first_call, incremental, classes):
-        """Class indices of ``y``, and the class labels."""
+        """Class indices of ``y``, and the class labels (host arrays)."""
+        classes = to_host(classes)
         if not first_call:
-            labels = self.classes_
+            labels = to_host(self.classes_)
             if incremental and classes is not None:
                 if not np.array_equal(unique_labels(classes), labels):
                     raise ValueError(
@@ -765,8 +793,11 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             )
             X, X_val = (ops.take_rows(X, ops.asarray(rows)) for rows in (train, val))
         else:
+            # Validation data follow X, as y does: moved to its namespace
+            # and device where they are elsewhere.
             X_val, y_val = validate_data(
-                self, X_val, to_host(y_val), accept_sparse="csr",
+                self, move_to(ops, X_val, "X_val"), to_host(y_val),
+                accept_sparse="csr",
                 dtype=_float_dtypes(ops), reset=False,
             )
             X_val = _astype(ops, X_val, X.dtype)
@@ -860,7 +891,13 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             # New objects from the stored state (its arrays copied), so that a
             # failed call leaves the model as it was.
             optimizer = _solvers.optimizer_from_state(optimizer_state)
-            stopper = _solvers.Stopper.from_state(self._stopper_state)
+            if self._stopper_state["higher_is_better"] == (validation is not None):
+                stopper = _solvers.Stopper.from_state(self._stopper_state)
+            else:
+                # The last fit watched a validation score and this call
+                # watches the training loss (or the other way round): the
+                # old best and its weights mean nothing here.
+                stopper = self._stopper(validation)
         else:
             lr = self.learning_rate_init
             if self.solver == "sgd":
@@ -898,6 +935,7 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         """Output scores (N, C), and the primitives of X's namespace."""
         if not hasattr(self, "coefs_"):  # cheaper than the check when fitted
             check_is_fitted(self)
+        X = detached(X)  # predictions carry no autograd history
         check_same_namespace(X, self, attribute="_first_layer", method=method)
         ops = ops_for(X)
         X = validate_data(self, X, accept_sparse="csr", dtype=_float_dtypes(ops),
@@ -944,9 +982,9 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         indices = ops.xp.argmax(scores, axis=1)
         if ops.is_numpy:
             return self.classes_[indices]
-        if self.classes_.dtype.kind in "biuf":  # labels the device can hold
-            return ops.take(ops.asarray(self.classes_), indices)
-        return self.classes_[ops.to_numpy(indices)]  # strings stay on the host
+        if isinstance(self.classes_, np.ndarray):  # strings stay on the host
+            return self.classes_[ops.to_numpy(indices)]
+        return ops.take(self.classes_, indices)
 
     def predict_proba(self, X):
         """Class probabilities, the softmax of the output scores.

@@ -276,6 +276,9 @@ class TorchOps(ArrayAPIOps):
         import torch
 
         self._torch = torch
+        # Label dtypes that index_select has no kernel for (uint16 labels
+        # from a numpy y, say).
+        self._no_index_select = {torch.uint16, torch.uint32, torch.uint64}
 
     def affine(self, a, b, bias, out=None):
         return self._torch.addmm(bias, a, b)
@@ -292,6 +295,8 @@ class TorchOps(ArrayAPIOps):
         return self._torch.index_select(X, 0, idx)
 
     def take(self, a, idx):
+        if a.dtype in self._no_index_select:
+            return a[idx]  # indexing covers the dtypes index_select lacks
         return self._torch.index_select(a, 0, idx)
 
     def pick(self, ST, y, rows):
@@ -319,12 +324,53 @@ def to_host(array):
     """
     if array is None or isinstance(array, np.ndarray):
         return array
+    array = detached(array)
     compat = array_api_compat()
     if compat is None or not compat.is_array_api_obj(array):
         return array
     from sklearn.utils._array_api import _convert_to_numpy
 
     return _convert_to_numpy(array, compat.array_namespace(array))
+
+
+def detached(array):
+    """``array`` without autograd history: a PyTorch tensor that requires
+    grad is detached (a view, no copy); anything else is returned as is.
+
+    The fit works on the values only, so that fitted weights never carry
+    autograd state and the user's tensor gets no gradient from us.
+    """
+    if getattr(array, "requires_grad", False):
+        return array.detach()
+    return array
+
+
+def move_to(ops, array, name):
+    """``array`` in the namespace and on the device of ``ops``.
+
+    A numpy target takes any array through :func:`to_host` (sparse
+    matrices and array-likes pass through to scikit-learn's validation);
+    another namespace takes arrays through the host, unless the array is
+    there already. Sparse input cannot move off numpy: that is an error
+    that names the argument.
+    """
+    if array is None:
+        return None
+    array = detached(array)
+    if ops.is_numpy:
+        return to_host(array)
+    if sp.issparse(array):
+        raise TypeError(
+            f"{name} is a sparse matrix, but the model trains on "
+            f"{ops.xp.__name__} arrays on {ops.device}: pass {name} as a dense "
+            "array of that namespace."
+        )
+    compat = array_api_compat()
+    if (compat.is_array_api_obj(array) and not isinstance(array, np.ndarray)
+            and compat.array_namespace(array) is ops.xp
+            and compat.device(array) == ops.device):
+        return array
+    return ops.asarray(to_host(array))
 
 
 def array_api_compat():

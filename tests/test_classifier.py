@@ -331,6 +331,10 @@ def test_partial_fit_availability_is_explained():
         TwoLayerSoftmaxClassifier(solver="sgd", class_weight="balanced").partial_fit
     assert "balanced" in str(excinfo.value.__cause__)
     assert hasattr(TwoLayerSoftmaxClassifier(solver="adam"), "partial_fit")
+    # Early stopping leaves partial_fit in place, as in MLPClassifier: the
+    # call raises a ValueError that says why.
+    assert hasattr(TwoLayerSoftmaxClassifier(solver="sgd", early_stopping=True),
+                   "partial_fit")
 
 
 # ------------------------------------------------------------ warm start
@@ -610,13 +614,49 @@ def test_partial_fit_rejects_other_classes_on_a_later_call(iris):
     assert _state(clf) == before
 
 
-def test_partial_fit_is_unavailable_with_early_stopping(iris):
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_partial_fit_with_early_stopping_is_a_value_error_as_in_mlp(iris, solver):
+    # scikit-learn's own MLP test: a fit with early stopping, then
+    # partial_fit, raises ValueError("partial_fit does not support
+    # early_stopping=True"); the method itself stays available.
     X, y = iris
-    clf = TwoLayerSoftmaxClassifier(solver="adam", early_stopping=True)
-    assert not hasattr(clf, "partial_fit")
-    with pytest.raises(AttributeError) as excinfo:
-        clf.partial_fit(X, y, classes=[0, 1, 2])
-    assert "does not support early_stopping=True" in str(excinfo.value.__cause__)
+    clf = _fit_quietly(TwoLayerSoftmaxClassifier(solver=solver, early_stopping=True,
+                                                 max_iter=5, random_state=0), X, y)
+    assert hasattr(clf, "partial_fit")
+    before = _state(clf)
+    with pytest.raises(ValueError, match="partial_fit does not support "
+                                         "early_stopping=True: one call sees"):
+        clf.partial_fit(X, y)
+    assert _state(clf) == before
+    unfitted = TwoLayerSoftmaxClassifier(solver=solver, early_stopping=True)
+    with pytest.raises(ValueError, match="early_stopping=True"):
+        unfitted.partial_fit(X, y, classes=[0, 1, 2])
+    assert not hasattr(unfitted, "coefs_")
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_partial_fit_after_a_validated_fit_watches_the_training_loss(iris, solver):
+    # The fit's stopper watched a validation score (higher is better); the
+    # partial_fit calls that follow measure the training loss (lower is
+    # better), and must not compare it with the old best score.
+    X, y = iris
+    clf = _fit_quietly(TwoLayerSoftmaxClassifier(solver=solver, max_iter=5,
+                                                 random_state=0),
+                       X, y, X_val=X[::3], y_val=y[::3])
+    assert clf._stopper_state["higher_is_better"]
+    for _ in range(3):
+        clf.partial_fit(X, y)
+        state = clf._stopper_state
+        assert not state["higher_is_better"]
+        # The best value is the lowest training loss of these calls.
+        assert -state["best"] == pytest.approx(min(clf.loss_curve_[5:]))
+        assert state["best_theta"] is not None
+    # And a plain fit followed by partial_fit keeps counting on its stopper.
+    plain = _fit_quietly(TwoLayerSoftmaxClassifier(solver=solver, max_iter=5,
+                                                   random_state=0), X, y)
+    best_before = plain._stopper_state["best"]
+    plain.partial_fit(X, y)
+    assert plain._stopper_state["best"] >= best_before
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
