@@ -174,6 +174,54 @@ def _partial_fit_available(est):
     return True
 
 
+class _InMemoryRows:
+    """The rows one fit trains on, validated, in the namespace of X.
+
+    ``_fit`` reads its data only through these names, so that rows kept
+    elsewhere (on the workers of a Dask cluster, :mod:`sk_twolayer.dask`)
+    share the whole fit: ``ops``, ``labels`` (host), ``dtype``,
+    ``n_features``; after :meth:`hold_out`, the training rows ``X``, ``y``,
+    ``sample_weight``, their count ``n_samples`` and ``solver_weight``.
+    """
+
+    def __init__(self, ops, X, y, sample_weight, labels):
+        self.ops, self.labels = ops, labels
+        self.X, self.y, self.sample_weight = X, y, sample_weight
+        self.dtype = ops.numpy_dtype(X)
+        self.n_features = X.shape[1]
+        self.solver_weight = None
+
+    @property
+    def n_samples(self):
+        return self.X.shape[0]
+
+    def objective(self, loss):
+        """The loss the solvers call on these rows: the in-memory one."""
+        return loss
+
+    def hold_out(self, estimator, validation, rng, incremental):
+        """Set aside the validation rows; the validation dict, or None.
+
+        What remains are the training rows, with ``y`` and the weights
+        moved to X's namespace. Equal positive weights make the weighted
+        mean the plain mean: the solvers then get none
+        (``solver_weight``), which saves passes over every batch (and, on a
+        GPU, kernel launches).
+        """
+        ops = self.ops
+        validation = estimator._validation_data(
+            self.X, self.y, self.sample_weight, validation, self.labels, rng,
+            incremental, ops,
+        )
+        if validation is not None:
+            self.X, self.y, self.sample_weight = validation.pop("train")
+        sample_weight = self.sample_weight
+        uniform = sample_weight[0] > 0 and np.all(sample_weight == sample_weight[0])
+        self.y, self.sample_weight = ops.asarray(self.y), ops.asarray(sample_weight)
+        self.solver_weight = None if uniform else self.sample_weight
+        return validation
+
+
 class _IterationHook:
     """Per-iteration progress: verbose output and scikit-learn's callbacks.
 
@@ -569,65 +617,22 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
              validation=(None, None, None)):
         fitted = hasattr(self, "coefs_")
         first_call = not fitted or not (incremental or self.warm_start)
-
-        # X is validated and used in its own namespace and on its device;
-        # labels and weights are small and worked out on the host, then moved
-        # there once (ops.asarray is a no-op on numpy). Only the values of
-        # a tensor that requires grad are used: no autograd state reaches
-        # the weights, and no gradient flows back into X.
-        X = detached(X)
-        ops = ops_for(X)
-        if not first_call:
-            _check_continues_in_place(self, ops)
-        X, y = validate_data(
-            self, X, to_host(y), accept_sparse="csr", dtype=_float_dtypes(ops),
-            reset=first_call,
-        )
-        check_classification_targets(y)
-        y, labels = self._encode_labels(y, first_call, incremental, classes)
-        if not first_call:
-            X = _astype(ops, X, self.coefs_[0].dtype)
-        dtype = ops.numpy_dtype(X)
-        sample_weight = self._sample_weight(
-            y, labels, to_host(sample_weight), incremental, dtype)
-
-        layout = ParamLayout(X.shape[1], self.hidden_size, labels.size, dtype)
-        if first_call:
-            # The random stream stays in numpy, so that a fit on a device is
-            # the numpy fit up to rounding.
-            rng = check_random_state(self.random_state)
-            theta = layout.init(rng, self.activation)
-        else:
-            if self.coefs_[0].shape[1] != self.hidden_size:
-                raise ValueError(
-                    f"hidden_size={self.hidden_size} differs from the fitted "
-                    f"model's {self.coefs_[0].shape[1]}: warm_start and "
-                    "partial_fit need the same architecture. Set "
-                    "warm_start=False to fit a new model."
-                )
-            theta = layout.pack(*map(to_host, self.coefs_ + self.intercepts_))
-            # A copy, so that a failed call leaves the stored stream untouched.
-            rng = (copy.deepcopy(self._rng) if incremental
-                   else check_random_state(self.random_state))
+        rows = self._training_rows(X, y, sample_weight, incremental, classes,
+                                   first_call)
+        ops, labels = rows.ops, rows.labels
+        layout = ParamLayout(rows.n_features, self.hidden_size, labels.size,
+                             rows.dtype)
+        theta, rng = self._starting_point(layout, first_call, incremental)
         theta = ops.asarray(theta)
-        loss = TwoLayerLoss(layout, self.reg, self.penalize_bias, self.activation,
-                            ops=ops)
+        loss = rows.objective(TwoLayerLoss(
+            layout, self.reg, self.penalize_bias, self.activation, ops=ops))
 
         classes_ = _fitted_classes(ops, labels)
         state = {"classes_": classes_, "_rng": rng}
-        validation = self._validation_data(
-            X, y, sample_weight, validation, labels, rng, incremental, ops
-        )
-        if validation is not None:
-            X, y, sample_weight = validation.pop("train")
-        # Equal positive weights make the weighted mean the plain mean: the
-        # solvers then leave them out, which saves passes over every batch
-        # (and, on a GPU, kernel launches).
-        uniform = sample_weight[0] > 0 and np.all(sample_weight == sample_weight[0])
-        y, sample_weight = ops.asarray(y), ops.asarray(sample_weight)
-        solver_weight = None if uniform else sample_weight
+        validation = rows.hold_out(self, validation, rng, incremental)
+        X, y, solver_weight = rows.X, rows.y, rows.solver_weight
         callback = _IterationHook(
-            self, X, y, {"sample_weight": sample_weight},
+            self, X, y, {"sample_weight": rows.sample_weight},
             1 if incremental else self.max_iter,
             lambda theta: layout.unpack(_copy_to(ops, theta),
                                         None if ops.is_numpy else ops.xp),
@@ -640,7 +645,7 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         if self.solver == "lbfgs":
             result = self._run_lbfgs(loss, theta, X, y, solver_weight, validation,
                                      callback)
-            state.update(t_=previous_t + result.n_iter * X.shape[0],
+            state.update(t_=previous_t + result.n_iter * rows.n_samples,
                          _optimizer_state=None, _stopper_state=None)
         else:
             result, solver_state = self._run_stochastic(
@@ -685,6 +690,53 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         self.__dict__.update(state)
         callback.close(state)
         return self
+
+    def _training_rows(self, X, y, sample_weight, incremental, classes, first_call):
+        """The validated training data of this call, as :class:`_InMemoryRows`.
+
+        X is validated and used in its own namespace and on its device;
+        labels and weights are small and worked out on the host. Only the
+        values of a tensor that requires grad are used: no autograd state
+        reaches the weights, and no gradient flows back into X.
+        """
+        X = detached(X)
+        ops = ops_for(X)
+        if not first_call:
+            _check_continues_in_place(self, ops)
+        X, y = validate_data(
+            self, X, to_host(y), accept_sparse="csr", dtype=_float_dtypes(ops),
+            reset=first_call,
+        )
+        check_classification_targets(y)
+        y, labels = self._encode_labels(y, first_call, incremental, classes)
+        if not first_call:
+            X = _astype(ops, X, self.coefs_[0].dtype)
+        sample_weight = self._sample_weight(
+            y, labels, to_host(sample_weight), incremental, ops.numpy_dtype(X))
+        return _InMemoryRows(ops, X, y, sample_weight, labels)
+
+    def _starting_point(self, layout, first_call, incremental):
+        """The host vector training starts from, and the random stream.
+
+        A new model draws its weights from ``random_state``; a continued one
+        starts from its fitted weights. The random stream stays in numpy, so
+        that a fit on a device is the numpy fit up to rounding.
+        """
+        if first_call:
+            rng = check_random_state(self.random_state)
+            return layout.init(rng, self.activation), rng
+        if self.coefs_[0].shape[1] != self.hidden_size:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} differs from the fitted "
+                f"model's {self.coefs_[0].shape[1]}: warm_start and "
+                "partial_fit need the same architecture. Set "
+                "warm_start=False to fit a new model."
+            )
+        theta = layout.pack(*map(to_host, self.coefs_ + self.intercepts_))
+        # A copy, so that a failed call leaves the stored stream untouched.
+        rng = (copy.deepcopy(self._rng) if incremental
+               else check_random_state(self.random_state))
+        return theta, rng
 
     def _encode_labels(self, y, first_call, incremental, classes):
         """Class indices of ``y``, and the class labels (host arrays)."""
@@ -731,34 +783,44 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             sample_weight, y, dtype=dtype, ensure_non_negative=True, copy=True,
             **_ALLOW_ZERO_WEIGHTS,
         )
+        mass = np.bincount(y, weights=sample_weight, minlength=labels.size)
+        per_class = self._class_factors(labels, mass, incremental)
+        if per_class is not None:
+            sample_weight *= per_class[y].astype(dtype)
+        return sample_weight
+
+    def _class_factors(self, labels, mass, incremental):
+        """What ``class_weight`` multiplies each class's sample weights by.
+
+        ``mass`` holds the summed sample weight of each class (of all the
+        training rows, wherever they are); None without ``class_weight``.
+        A whole fit needs positive weight on two classes at least; a
+        minibatch (partial_fit) may carry no weight at all.
+        """
         if not incremental:
-            # A minibatch (partial_fit) may carry no weight; a whole fit may not.
-            if not sample_weight.any():
+            if not mass.any():
                 raise ValueError(
                     "All sample weights are zero: at least one sample needs a "
                     "positive sample_weight."
                 )
-            weighted_classes = np.unique(y[sample_weight > 0])
-            if weighted_classes.size < 2:
+            if np.count_nonzero(mass) < 2:
                 raise ValueError(
                     "TwoLayerSoftmaxClassifier needs samples of at least 2 "
                     "classes with positive weight, but the data has only class "
-                    f"{labels[weighted_classes].tolist()}."
+                    f"{labels[mass > 0].tolist()}."
                 )
         if isinstance(self.class_weight, str):  # "balanced"
             # n_samples / (n_classes * count), with the counts weighted by
             # sample_weight so that integer weights stay equivalent to
             # repeated rows. A class without weight keeps 1 (it multiplies 0).
-            mass = np.bincount(y, weights=sample_weight, minlength=labels.size)
             per_class = np.ones(labels.size)
             present = mass > 0
             per_class[present] = mass.sum() / (present.sum() * mass[present])
-            sample_weight *= per_class[y].astype(dtype)
-        elif self.class_weight is not None:
-            per_class = compute_class_weight(self.class_weight, classes=labels,
-                                             y=labels[y])
-            sample_weight *= per_class[y].astype(dtype)
-        return sample_weight
+            return per_class
+        if self.class_weight is not None:
+            # A dict needs only the classes (y matters for "balanced" alone).
+            return compute_class_weight(self.class_weight, classes=labels, y=labels)
+        return None
 
     def _validation_data(self, X, y, sample_weight, validation, labels, rng,
                          incremental, ops):
