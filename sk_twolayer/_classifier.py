@@ -145,6 +145,15 @@ def _label_indices(y, labels):
     return np.searchsorted(labels, y)
 
 
+def _check_validation_weight(total):
+    """The validation rows must carry some weight to score anything."""
+    if total <= 0:
+        raise ValueError(
+            "The validation samples all have zero weight; pass validation "
+            "data with positive weights or change random_state."
+        )
+
+
 def _fitted_classes(ops, labels):
     """``classes_`` as scikit-learn's array-API classifiers keep it.
 
@@ -829,32 +838,11 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
         ``y`` and ``sample_weight`` are host arrays; the validation arrays
         come back in the namespace and on the device of ``X``.
         """
-        X_val, y_val, sw_val = validation
-        if X_val is None and y_val is not None or X_val is not None and y_val is None:
-            raise ValueError("X_val and y_val must be passed together.")
-        if X_val is None and not (self.early_stopping and not incremental):
+        plan = self._validation_plan(validation, X.shape[0], incremental)
+        if plan is None:
             return None
-        if X_val is None:
-            n_val = int(np.ceil(self.validation_fraction * X.shape[0]))
-            if n_val < MIN_VALIDATION_SAMPLES:
-                warn(
-                    f"early_stopping is ignored: validation_fraction="
-                    f"{self.validation_fraction} of {X.shape[0]} samples holds out "
-                    f"{n_val}, fewer than the {MIN_VALIDATION_SAMPLES} needed for "
-                    "a meaningful validation score. Raise validation_fraction or "
-                    "pass X_val and y_val.",
-                    UserWarning,
-                )
-                return None
-            stratify = self._stratify(y, labels, n_val)
-            # Split positions on the host; the same draws from rng as
-            # splitting the arrays themselves.
-            train, val, y, y_val, sample_weight, sw_val = train_test_split(
-                np.arange(X.shape[0]), y, sample_weight, test_size=n_val,
-                random_state=rng, stratify=y if stratify else None,
-            )
-            X, X_val = (ops.take_rows(X, ops.asarray(rows)) for rows in (train, val))
-        else:
+        X_val, y_val, sw_val = validation
+        if plan == "given":
             # Validation data follow X, as y does: moved to its namespace
             # and device where they are elsewhere.
             X_val, y_val = validate_data(
@@ -868,13 +856,46 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             sw_val = _check_sample_weight(to_host(sw_val), y_val,
                                           dtype=ops.numpy_dtype(X),
                                           ensure_non_negative=True)
-        if sw_val.sum() <= 0:
-            raise ValueError(
-                "The validation samples all have zero weight; pass validation "
-                "data with positive weights or change random_state."
+        else:  # hold out ``plan`` rows
+            stratify = self._stratify(y, labels, plan)
+            # Split positions on the host; the same draws from rng as
+            # splitting the arrays themselves.
+            train, val, y, y_val, sample_weight, sw_val = train_test_split(
+                np.arange(X.shape[0]), y, sample_weight, test_size=plan,
+                random_state=rng, stratify=y if stratify else None,
             )
+            X, X_val = (ops.take_rows(X, ops.asarray(rows)) for rows in (train, val))
+        _check_validation_weight(sw_val.sum())
         return {"train": (X, y, sample_weight), "X": X_val, "y": ops.asarray(y_val),
                 "sw": ops.asarray(sw_val), "scores": [], "losses": []}
+
+    def _validation_plan(self, validation, n_samples, incremental):
+        """How a fit on ``n_samples`` rows validates.
+
+        None when it does not, ``"given"`` for a validation set passed as
+        ``X_val, y_val``, or else the number of training rows that early
+        stopping holds out (too few, and early stopping is switched off with
+        a warning).
+        """
+        X_val, y_val, _ = validation
+        if (X_val is None) != (y_val is None):
+            raise ValueError("X_val and y_val must be passed together.")
+        if X_val is not None:
+            return "given"
+        if not self.early_stopping or incremental:
+            return None
+        n_val = int(np.ceil(self.validation_fraction * n_samples))
+        if n_val < MIN_VALIDATION_SAMPLES:
+            warn(
+                f"early_stopping is ignored: validation_fraction="
+                f"{self.validation_fraction} of {n_samples} samples holds out "
+                f"{n_val}, fewer than the {MIN_VALIDATION_SAMPLES} needed for "
+                "a meaningful validation score. Raise validation_fraction or "
+                "pass X_val and y_val.",
+                UserWarning,
+            )
+            return None
+        return n_val
 
     @staticmethod
     def _stratify(y, labels, n_val):

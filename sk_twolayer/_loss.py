@@ -373,12 +373,19 @@ class TwoLayerLoss:
         self.penalty.add_gradient(theta, grad, self.ops)
         return loss + self.penalty.value(theta, self.ops), grad
 
-    def data_loss_gradient(self, theta, X, y, sample_weight=None, grad=None):
+    def data_loss_gradient(self, theta, X, y, sample_weight=None, grad=None,
+                           weight_sum=None):
         """The weighted mean log loss and its gradient, without the penalty.
 
         Same parameters and returns as :meth:`loss_gradient`. Off numpy,
         ``grad`` is ignored and a new gradient is returned, and the loss is
         a 0-d array on the device: nothing is read back to the host.
+
+        ``weight_sum`` is the denominator of the weighted mean: by default
+        the sum of ``sample_weight`` (N without weights). Rows that are one
+        part of a larger data set pass the total of all the rows, and get
+        their share of the mean over all of them: the shares of the parts
+        add up to the mean, term for term as one evaluation computes it.
         """
         layout, ops = self.layout, self.ops
         W1, W2, b1, b2 = layout.unpack(theta, None if ops.is_numpy else ops.xp)
@@ -390,7 +397,9 @@ class TwoLayerLoss:
             sink = _GradientParts(ops.xp)
 
         N = X.shape[0]
-        if sample_weight is None:
+        if weight_sum is not None:
+            weight_sum = float(weight_sum)
+        elif sample_weight is None:
             weight_sum = float(max(N, 1))
         else:
             weight_sum = ops.total(sample_weight)
@@ -492,10 +501,11 @@ class TwoLayerLoss:
         sink.add_sum(2, dH, 0, ones, accumulate, self._buffer("gb1", H))
         return block_loss
 
-    def evaluate(self, theta, X, y, sample_weight=None):
+    def evaluate(self, theta, X, y, sample_weight=None, weight_sum=None):
         """Weighted mean log loss (no penalty) and accuracy, from one forward pass.
 
-        Both are read back to the host as floats.
+        Both are read back to the host as floats. ``weight_sum`` is the
+        denominator of both means, as in :meth:`data_loss_gradient`.
         """
         ops = self.ops
         xp = ops.xp
@@ -505,7 +515,7 @@ class TwoLayerLoss:
         losses = -xp.take_along_axis(log_softmax(S, ops), y[:, None], axis=1)[:, 0]
         if sample_weight is None:
             sample_weight = xp.ones_like(losses)
-        total = ops.total(sample_weight)
+        total = ops.total(sample_weight) if weight_sum is None else weight_sum
         return (ops.to_float(ops.dot(sample_weight, losses) / total),
                 ops.to_float(ops.dot(sample_weight, ops.as_float(correct, losses.dtype))
                              / total))
