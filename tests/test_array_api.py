@@ -213,40 +213,20 @@ def test_verbose_and_divergence_on_a_device(iris, solver, capsys):
 
 
 @needs_torch
-def test_callbacks_see_device_weights(iris):
-    pytest.importorskip("sklearn.callback")
-    from sklearn.callback import FitCallback
-
-    class Record(FitCallback):
-        def __init__(self):
-            self.types = []
-
-        def setup(self, estimator, context):
-            pass
-
-        def on_fit_task_begin(self, estimator, context, *, X=None, y=None,
-                              metadata=None, fitted_estimator=None):
-            pass
-
-        def on_fit_task_end(self, estimator, context, *, X=None, y=None,
-                            metadata=None, fitted_estimator=None):
-            if fitted_estimator is not None and context.parent is not None:
-                # A snapshot of the model at this iteration, on the device,
-                # that predicts on the device.
-                self.types.append(type(fitted_estimator.coefs_[0]))
-                self.types.append(type(fitted_estimator.predict_proba(X)))
-            return False
-
-        def teardown(self, estimator, context):
-            pass
-
+def test_callbacks_see_device_weights(iris, iteration_callback):
     X, y = iris
     for solver in SOLVERS:
-        record = Record()
+        types = []
+
+        def record(model, X):
+            # A snapshot of the model at this iteration, on the device, that
+            # predicts on the device.
+            types.extend([type(model.coefs_[0]), type(model.predict_proba(X))])
+
         clf = TwoLayerSoftmaxClassifier(solver=solver, hidden_size=8, max_iter=3)
-        clf.set_callbacks(record)
+        clf.set_callbacks(iteration_callback(record))
         _quietly(clf.fit, _torch(X), _torch(y))
-        assert record.types and set(record.types) == {torch.Tensor}, solver
+        assert types and set(types) == {torch.Tensor}, solver
 
 
 # ------------------------------------------- nothing crosses within an epoch

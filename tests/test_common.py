@@ -21,6 +21,16 @@ ESTIMATORS = [
 ]
 
 
+try:  # the data-parallel estimator (the dask extra): on in-memory input it
+    # fits as the in-memory one, and passes the same checks
+    from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier
+except ImportError:  # pragma: no cover - without the dask extra
+    pass
+else:
+    ESTIMATORS += [DaskTwoLayerSoftmaxClassifier(),
+                   DaskTwoLayerSoftmaxClassifier(solver="sgd")]
+
+
 @parametrize_with_checks(ESTIMATORS)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

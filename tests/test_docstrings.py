@@ -41,8 +41,8 @@ def _public_top_level():
     ]
 
 
-def _public_methods(cls):
-    """Public methods that ``cls`` defines in sk_twolayer's own code.
+def _public_methods(cls, path):
+    """Public methods that ``cls`` (at ``path``) defines in sk_twolayer's own code.
 
     Inherited methods (``score``, ``get_params``...) and the metadata-routing
     helpers that scikit-learn generates (``set_fit_request``...) carry
@@ -55,16 +55,34 @@ def _public_methods(cls):
         # available_if wraps the method in a descriptor that keeps it as .fn
         func = inspect.unwrap(getattr(value, "fn", value))
         if inspect.isfunction(func) and func.__module__.startswith("sk_twolayer"):
-            names.append(f"sk_twolayer.{cls.__name__}.{name}")
+            names.append(f"{path}.{name}")
     return sorted(names)
 
 
-TOP_LEVEL = _public_top_level()
+def _optional_modules():
+    """Public classes of the optional modules whose extras are installed."""
+    paths = []
+    try:
+        import sk_twolayer.dask as module
+    except ImportError:  # pragma: no cover - without the dask extra
+        return paths
+    paths += [f"{module.__name__}.{name}" for name in module.__all__]
+    return paths
+
+
+def _resolve(path):
+    import importlib
+
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+TOP_LEVEL = _public_top_level() + _optional_modules()
 METHODS = [
     method
     for path in TOP_LEVEL
-    if inspect.isclass(obj := getattr(sk_twolayer, path.rsplit(".", 1)[1]))
-    for method in _public_methods(obj)
+    if inspect.isclass(obj := _resolve(path))
+    for method in _public_methods(obj, path)
 ]
 
 
@@ -84,10 +102,16 @@ def test_collected_objects_cover_the_public_api():
     assert "sk_twolayer.loss_and_gradient" in TOP_LEVEL
     expected = {"fit", "partial_fit", "predict", "predict_proba",
                 "predict_log_proba", "decision_function"}
-    collected = {path.rsplit(".", 1)[1] for path in METHODS}
+    prefix = "sk_twolayer.TwoLayerSoftmaxClassifier."
+    collected = {path.rsplit(".", 1)[1] for path in METHODS if path.startswith(prefix)}
     assert expected <= collected, expected - collected
     # Metadata-routing helpers and scikit-learn's own methods are not ours.
     assert not collected & {"score", "get_params", "set_params", "set_fit_request"}
+    # The Dask estimator's own methods, where its extra is installed.
+    if "sk_twolayer.dask.DaskTwoLayerSoftmaxClassifier" in TOP_LEVEL:
+        dask_methods = {path.rsplit(".", 1)[1] for path in METHODS
+                        if path.startswith("sk_twolayer.dask.")}
+        assert {"to_local", "score", "predict_proba"} <= dask_methods
 
 
 def test_validator_catches_a_bad_docstring():
@@ -128,12 +152,13 @@ def test_method_docstring(import_path):
 
 @pytest.mark.parametrize(
     "import_path",
-    ["sk_twolayer.TwoLayerSoftmaxClassifier", "sk_twolayer.loss_and_gradient"],
+    ["sk_twolayer.TwoLayerSoftmaxClassifier", "sk_twolayer.loss_and_gradient"]
+    + [path for path in TOP_LEVEL if path.startswith("sk_twolayer.dask.")],
 )
 def test_top_level_docstring_states_the_objective_in_latex(import_path):
-    # The objective is written out as display maths in both objects of the
+    # The objective is written out as display maths in the objects of the
     # model (utilities such as show_versions have none to state).
-    obj = getattr(sk_twolayer, import_path.rsplit(".", 1)[1])
+    obj = _resolve(import_path)
     doc = inspect.getdoc(obj)
     assert ".. math::" in doc
     assert r"\lambda" in doc

@@ -1,0 +1,626 @@
+"""Data-parallel fits on a real Dask cluster: ``sk_twolayer.dask``.
+
+The fits run on ``distributed.LocalCluster`` worker processes on loopback.
+They check that the data-parallel fit is the in-memory fit (same objective,
+same model for any chunking and any number of workers), that the data are
+read once, that the client's memory does not grow with the rows, that a
+worker lost mid-fit loses nothing, and that bad input gets a clear error.
+The module is skipped only when the ``dask`` extra is not installed.
+"""
+
+import os
+import pickle
+import re
+import signal
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+_REASON = "needs the dask extra: pip install 'sk-twolayer[dask]'"
+da = pytest.importorskip("dask.array", reason=_REASON)
+dd = pytest.importorskip("dask.dataframe", reason=_REASON)
+distributed = pytest.importorskip("distributed", reason=_REASON)
+
+import dask  # noqa: E402
+import pandas as pd  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import load_digits, make_classification  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+import sk_twolayer.dask as skd  # noqa: E402
+from sk_twolayer import TwoLayerSoftmaxClassifier  # noqa: E402
+from sk_twolayer._loss import TwoLayerLoss  # noqa: E402
+from sk_twolayer._params import ParamLayout  # noqa: E402
+from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning"
+)
+
+PARAMS = dict(hidden_size=16, max_iter=50, random_state=0)
+# A data-parallel fit is the in-memory fit up to rounding.
+PROBA_TOL = 1e-6
+
+
+def _cluster(n_workers, **kwargs):
+    return LocalCluster(host="127.0.0.1", n_workers=n_workers, threads_per_worker=1,
+                        processes=True, dashboard_address=":0", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two worker processes, shared by the tests that kill none."""
+    with _cluster(2) as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def _on(client, **params):
+    """The estimator, set to fit with ``client``."""
+    clf = DaskTwoLayerSoftmaxClassifier(**params)
+    clf.client = client
+    return clf
+
+
+def _dask(a, rows):
+    """``a`` as a Dask array of row blocks (a number, or explicit sizes)."""
+    return da.from_array(a, chunks=(rows,) + (-1,) * (a.ndim - 1))
+
+
+def _assert_same_model(got, expected, X):
+    assert got.n_iter_ == expected.n_iter_
+    np.testing.assert_allclose(got.predict_proba(X), expected.predict_proba(X),
+                               rtol=0, atol=PROBA_TOL)
+    np.testing.assert_array_equal(got.predict(X), expected.predict(X))
+    np.testing.assert_allclose(got.loss_curve_, expected.loss_curve_, rtol=1e-9)
+
+
+# ------------------------------------------------------- exactly our objective
+RAGGED = [(1797,), (500, 500, 500, 297), (1, 600, 17, 999, 180), (113,) * 15 + (102,)]
+
+
+@pytest.mark.parametrize("rows", RAGGED, ids=lambda r: f"{len(r)}blocks")
+def test_loss_and_gradient_equal_the_in_memory_ones(client, digits, rows):
+    X, y = digits
+    rng = np.random.default_rng(0)
+    sw = rng.uniform(0, 2, len(y))
+    est = DaskTwoLayerSoftmaxClassifier(hidden_size=16, reg=1e-3,
+                                        class_weight="balanced")
+    data = skd._DaskRows(est, client, _dask(X, rows), _dask(y, rows), _dask(sw, rows),
+                         first_call=True)
+    assert data.hold_out(est, (None, None, None), None, False) is None
+    layout = ParamLayout(64, 16, 10)
+    local = TwoLayerLoss(layout, reg=1e-3)
+    loss = data.objective(local)
+    # The same weights as in memory: the sample weights times the balanced
+    # class weights of all the rows.
+    weights = est._sample_weight(y, np.arange(10), sw, False, np.float64)
+    for seed in range(3):
+        theta = np.random.default_rng(seed).normal(scale=0.3, size=layout.size)
+        value, grad = loss.loss_gradient(theta)
+        expected_value, expected_grad = local.loss_gradient(theta, X, y, weights)
+        assert value == pytest.approx(expected_value, rel=1e-12)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-12,
+                                   atol=1e-12 * np.abs(expected_grad).max())
+
+
+@pytest.mark.parametrize("rows", RAGGED[1:], ids=lambda r: f"{len(r)}blocks")
+def test_fit_is_the_in_memory_fit_for_any_chunking(client, digits, rows):
+    X, y = digits
+    expected = TwoLayerSoftmaxClassifier(**PARAMS).fit(X, y)
+    got = DaskTwoLayerSoftmaxClassifier(**PARAMS).fit(_dask(X, rows), _dask(y, rows))
+    _assert_same_model(got, expected, X)
+    for array in got.coefs_ + got.intercepts_ + [got.classes_]:
+        assert isinstance(array, np.ndarray)
+
+
+def test_fit_is_the_same_on_one_and_on_three_workers(digits):
+    X, y = digits
+    expected = TwoLayerSoftmaxClassifier(**PARAMS).fit(X, y)
+    for n_workers in (1, 3):
+        with _cluster(n_workers) as cluster, Client(cluster) as c:
+            got = _on(c, **PARAMS).fit(
+                _dask(X, 300), _dask(y, 300))
+            assert len(c.scheduler_info()["workers"]) == n_workers
+        _assert_same_model(got, expected, X)
+
+
+def test_float32_data_stay_float32_on_the_workers(client, digits):
+    X, y = digits
+    X32 = X.astype(np.float32)
+    est = DaskTwoLayerSoftmaxClassifier(hidden_size=16)
+    data = skd._DaskRows(est, client, _dask(X32, 400), _dask(y, 400), None,
+                         first_call=True)
+    data.hold_out(est, (None, None, None), None, False)
+    assert data.dtype == np.float32
+    layout = ParamLayout(64, 16, 10, np.float32)
+    local = TwoLayerLoss(layout, reg=1e-4)
+    theta = np.random.default_rng(0).normal(scale=0.3, size=layout.size)
+    theta = theta.astype(np.float32)
+    value, grad = data.objective(local).loss_gradient(theta)
+    expected_value, expected_grad = local.loss_gradient(theta, X32, y)
+    assert grad.dtype == np.float32
+    assert value == pytest.approx(expected_value, rel=1e-6)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-4,
+                               atol=1e-5 * np.abs(expected_grad).max())
+    # The workers evaluated the loss in float32.
+    dtypes = client.run(lambda: sorted({str(loss.layout.dtype) for loss, _ in
+                                        skd._LOSSES.values()}))
+    assert "float32" in set().union(*dtypes.values())
+    # A whole fit gives a float32 model that predicts as the in-memory one
+    # (after 50 iterations in float32, rounding has moved the weights apart
+    # more than in float64, but not the predictions).
+    expected = TwoLayerSoftmaxClassifier(**PARAMS).fit(X32, y)
+    got = DaskTwoLayerSoftmaxClassifier(**PARAMS).fit(_dask(X32, 400), _dask(y, 400))
+    assert got.coefs_[0].dtype == np.float32
+    assert got.predict_proba(X32).dtype == np.float32
+    assert np.mean(got.predict(X32) == expected.predict(X32)) > 0.99
+
+
+# -------------------------------------------------------- features carry over
+def test_weights_class_weights_and_string_labels(client, digits):
+    X, y = digits
+    names = np.array([f"digit {k}" for k in range(10)])[y]
+    sw = np.random.default_rng(1).uniform(0, 3, len(y))
+    for class_weight in ({"digit 0": 3.0, "digit 7": 0.5}, "balanced"):
+        params = dict(PARAMS, class_weight=class_weight)
+        expected = TwoLayerSoftmaxClassifier(**params).fit(X, names, sample_weight=sw)
+        got = DaskTwoLayerSoftmaxClassifier(**params).fit(
+            _dask(X, 450), _dask(names, 450), sample_weight=_dask(sw, 450))
+        np.testing.assert_array_equal(got.classes_, expected.classes_)
+        _assert_same_model(got, expected, X)
+
+
+def test_warm_start_curves_verbose_and_tol(client, digits, capsys):
+    X, y = digits
+    dX, dy = _dask(X, 600), _dask(y, 600)
+    params = dict(PARAMS, max_iter=5, warm_start=True, verbose=True)
+    expected = TwoLayerSoftmaxClassifier(**params)
+    got = DaskTwoLayerSoftmaxClassifier(**params)
+    for _ in range(2):
+        expected.fit(X, y)
+        got.fit(dX, dy)
+    printed = capsys.readouterr().out
+    assert len(re.findall(r"Iteration \d+, loss = ", printed)) == 20  # both models
+    assert got.n_iter_ == 5 and len(got.loss_curve_) == 10
+    assert got.t_ == expected.t_ == 10 * len(y)
+    _assert_same_model(got, expected, X)
+    # A tolerance met early ends the fit early, as in memory.
+    loose = dict(PARAMS, tol=1e-1, max_iter=200)
+    expected = TwoLayerSoftmaxClassifier(**loose).fit(X, y)
+    got = DaskTwoLayerSoftmaxClassifier(**loose).fit(dX, dy)
+    assert got.n_iter_ == expected.n_iter_ < 200
+
+
+def test_callbacks_see_every_iteration(client, digits, iteration_callback):
+    X, y = digits
+    shapes = []
+
+    def record(model, X):
+        # A snapshot with numpy weights, that predicts on X's first block.
+        shapes.append(model.predict_proba(X[:5]).shape)
+        return len(shapes) >= 4  # stop after four iterations
+
+    clf = DaskTwoLayerSoftmaxClassifier(**PARAMS)
+    clf.set_callbacks(iteration_callback(record))
+    clf.fit(_dask(X, 600), _dask(y, 600))
+    assert clf.n_iter_ == 4 and shapes == [(5, 10)] * 4
+
+
+def test_early_stopping_holds_out_the_same_rows_for_any_chunking(client, digits):
+    X, y = digits
+    params = dict(PARAMS, early_stopping=True, validation_fraction=0.2,
+                  n_iter_no_change=3, tol=0.0)
+    fits = [DaskTwoLayerSoftmaxClassifier(**params).fit(_dask(X, rows), _dask(y, rows))
+            for rows in (300, (1, 700, 96, 1000))]
+    first, second = fits
+    assert first.validation_scores_ and first.best_validation_score_ > 0.9
+    # The same rows, so the same validation losses up to rounding (until the
+    # discrete accuracy, on which early stopping decides, may tip apart).
+    np.testing.assert_allclose(second.validation_loss_curve_[:10],
+                               first.validation_loss_curve_[:10], rtol=1e-8)
+    # Row by row, the held-out mask does not depend on the blocks.
+    whole = skd._held_out(12345, 0, 1797, 0.2)
+    for rows in ((300,) * 5 + (297,), (1, 700, 96, 1000)):
+        offsets = np.cumsum((0,) + rows[:-1])
+        parts = [skd._held_out(12345, o, n, 0.2) for o, n in zip(offsets, rows)]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+    # About a fifth of the rows trained (t_ counts them per iteration).
+    n_train = first.t_ / first.n_iter_
+    assert abs(n_train - 0.8 * len(y)) < 4 * np.sqrt(0.16 * len(y))
+    assert first.n_iter_ < PARAMS["max_iter"]  # it stopped early
+
+
+def test_a_validation_set_scores_as_in_memory(client, digits):
+    X, y = digits
+    X_val, y_val = X[::4] + 0.05, y[::4]
+    params = dict(PARAMS, max_iter=10)
+    expected = TwoLayerSoftmaxClassifier(**params).fit(X, y, X_val=X_val, y_val=y_val)
+    for X_v, y_v in ((_dask(X_val, 100), _dask(y_val, 100)), (X_val, y_val)):
+        got = DaskTwoLayerSoftmaxClassifier(**params).fit(
+            _dask(X, 500), _dask(y, 500), X_val=X_v, y_val=y_v)
+        np.testing.assert_allclose(got.validation_scores_, expected.validation_scores_)
+        np.testing.assert_allclose(got.validation_loss_curve_,
+                                   expected.validation_loss_curve_, rtol=1e-9)
+        _assert_same_model(got, expected, X)
+
+
+# ---------------------------------------------------------------- predicting
+def test_predictions_are_lazy_with_the_row_blocks_of_X(client, digits):
+    X, y = digits
+    clf = DaskTwoLayerSoftmaxClassifier(**PARAMS).fit(_dask(X, 500), _dask(y, 500))
+    dX = _dask(X, (700, 700, 397))
+    for method in ("predict", "predict_proba", "predict_log_proba",
+                   "decision_function"):
+        lazy = getattr(clf, method)(dX)
+        assert isinstance(lazy, da.Array), method
+        assert lazy.chunks[0] == dX.chunks[0], method
+        np.testing.assert_allclose(lazy.compute(), getattr(clf, method)(X),
+                                   rtol=1e-12, err_msg=method)
+        assert isinstance(getattr(clf, method)(X), np.ndarray)
+    sw = np.random.default_rng(0).uniform(size=len(y))
+    assert clf.score(dX, _dask(y, 500), _dask(sw, 900)) == pytest.approx(
+        clf.score(X, y, sw))
+    # Two classes: one log-odds per row, as in memory.
+    binary = DaskTwoLayerSoftmaxClassifier(**PARAMS)
+    binary.fit(_dask(X, 500), _dask(y % 2, 500))
+    assert binary.decision_function(dX).compute().shape == (len(y),)
+
+
+def test_to_local_pickle_skops_and_onnx(client, digits):
+    X, y = digits
+    clf = DaskTwoLayerSoftmaxClassifier(**PARAMS).fit(_dask(X, 500), _dask(y, 500))
+    assert clf.client is None
+    local = clf.to_local()
+    assert type(local) is TwoLayerSoftmaxClassifier
+    assert local.get_params() == clf.get_params()
+    np.testing.assert_array_equal(local.predict_proba(X), clf.predict_proba(X))
+    local.coefs_[0][...] = 0  # a copy: the Dask model keeps its weights
+    assert np.abs(clf.coefs_[0]).max() > 0
+    # The client is no parameter: pickles and clones leave it behind.
+    with_client = _on(client, **PARAMS).fit(_dask(X, 500), _dask(y, 500))
+    assert "client" not in with_client.get_params()
+    assert clone(with_client).client is None
+    restored = pickle.loads(pickle.dumps(with_client))
+    assert restored.client is None and with_client.client is client
+    np.testing.assert_array_equal(restored.predict_proba(X),
+                                  with_client.predict_proba(X))
+    with pytest.raises(TypeError, match="client must be a distributed.Client"):
+        with_client.client = "tcp://127.0.0.1:8786"
+    skops_io = pytest.importorskip("skops.io")
+    data = skops_io.dumps(clf.to_local())
+    # Only our in-memory estimator needs trusting, as for any in-memory model.
+    assert skops_io.get_untrusted_types(data=data) == [
+        "sk_twolayer._classifier.TwoLayerSoftmaxClassifier"]
+    loaded = skops_io.loads(data, trusted=skops_io.get_untrusted_types(data=data))
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    onnx = pytest.importorskip("sk_twolayer.onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model = onnx.to_onnx(clf.to_local(), X[:1].astype(np.float32))
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    labels = session.run(None, {session.get_inputs()[0].name:
+                                X.astype(np.float32)})[0]
+    assert np.mean(labels == clf.predict(X)) > 0.99
+
+
+def test_a_pipeline_with_dask_mls_scaler(client):
+    dask_ml_preprocessing = pytest.importorskip("dask_ml.preprocessing")
+    X, y = load_digits(return_X_y=True)
+    dX, dy = _dask(X.astype(float), 450), _dask(y, 450)
+    pipe = make_pipeline(dask_ml_preprocessing.StandardScaler(),
+                         DaskTwoLayerSoftmaxClassifier(**PARAMS))
+    pipe.fit(dX, dy)
+    predicted = pipe.predict(dX)
+    assert isinstance(predicted, da.Array)
+    assert np.mean(predicted.compute() == y) > 0.99
+    expected = make_pipeline(StandardScaler(),
+                             TwoLayerSoftmaxClassifier(**PARAMS)).fit(X, y)
+    # (A copy: dask-ml's scaler transforms an in-memory array in place.)
+    np.testing.assert_allclose(pipe.predict_proba(X.copy()),
+                               expected.predict_proba(X), atol=1e-4)
+
+
+def test_parquet_input_sets_the_feature_names(client, digits, tmp_path):
+    X, y = digits
+    columns = [f"pixel_{k}" for k in range(X.shape[1])]
+    frame = pd.DataFrame(X, columns=columns).assign(label=y)
+    for part, rows in enumerate(np.array_split(np.arange(len(y)), 4)):
+        frame.iloc[rows].to_parquet(tmp_path / f"part-{part}.parquet")
+    ddf = dd.read_parquet(str(tmp_path))
+    assert ddf.npartitions == 4
+    got = DaskTwoLayerSoftmaxClassifier(**PARAMS).fit(ddf[columns], ddf["label"])
+    expected = TwoLayerSoftmaxClassifier(**PARAMS).fit(frame[columns], y)
+    assert list(got.feature_names_in_) == columns
+    _assert_same_model(got, expected, frame[columns])
+    lazy = got.predict_proba(ddf[columns])
+    assert isinstance(lazy, da.Array) and lazy.numblocks[0] == 4
+    np.testing.assert_allclose(lazy.compute(), expected.predict_proba(frame[columns]),
+                               atol=PROBA_TOL)
+    assert got.score(ddf[columns], ddf["label"]) == pytest.approx(
+        expected.score(frame[columns], y))
+    with pytest.raises(ValueError, match="feature names"):
+        got.predict(ddf[columns[::-1]])
+
+
+# --------------------------------------------------- reads and client memory
+def _block(seed, n, d, counter=None):
+    """Rows of a generated data set, made on the worker; ``counter`` (a
+    file) gets a line per read."""
+    if counter is not None:
+        with open(counter, "a") as f:
+            f.write(f"{seed}\n")
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    return X, (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
+
+
+def _generated(n_blocks, rows, d, counter=None):
+    """X and y as Dask arrays whose blocks are generated on the workers."""
+    parts = [dask.delayed(_block, pure=True)(seed, rows, d, counter)
+             for seed in range(n_blocks)]
+    X = da.concatenate([da.from_delayed(p[0], shape=(rows, d), dtype=float)
+                        for p in parts])
+    y = da.concatenate([da.from_delayed(p[1], shape=(rows,), dtype=np.int64)
+                        for p in parts])
+    return X, y
+
+
+def test_the_data_are_read_once(client, tmp_path):
+    counter = tmp_path / "reads.txt"
+    X, y = _generated(6, 500, 10, counter=str(counter))
+    clf = DaskTwoLayerSoftmaxClassifier(hidden_size=8, max_iter=20, random_state=0,
+                                        early_stopping=True).fit(X, y)
+    assert clf.n_iter_ >= 5  # many evaluations, and a validation score each
+    reads = counter.read_text().split()
+    assert sorted(map(int, reads)) == list(range(6))  # each block, once
+
+
+def test_the_clients_memory_does_not_grow_with_the_rows(client):
+    def peak(rows):
+        """The client's peak traced memory over a fit (the least of two, as
+        the client's event loop allocates now and then on its own)."""
+        X, y = _generated(8, rows, 20)
+        peaks = []
+        for _ in range(2):
+            tracemalloc.start()
+            DaskTwoLayerSoftmaxClassifier(hidden_size=16, max_iter=10,
+                                          random_state=0).fit(X, y)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+        return min(peaks)
+
+    peak(1_000)  # imports and first-use caches
+    small, large = peak(1_000), peak(40_000)
+    data_bytes = 8 * 40_000 * 21 * 8
+    report = (f"client peak {small / 2**20:.2f} MiB at 8,000 rows, "
+              f"{large / 2**20:.2f} MiB at 320,000 rows ({data_bytes / 2**20:.0f} MiB "
+              "of data)")
+    print(report)
+    # 40x the rows: the client's peak stays put, far below the data's size
+    # (one vector of labels would be 2.4 MiB).
+    assert large < 1.5 * small, report
+    assert large < data_bytes / 20, report
+
+
+# ------------------------------------------------------------ losing a worker
+def _install_kill(phase, evaluation, marker):
+    """On a worker: die (SIGKILL) when starting evaluation ``evaluation`` of
+    the fit (or, with ``phase="prepare"``, its first block), once per
+    ``marker`` file across the cluster."""
+    import sk_twolayer.dask as module
+
+    name = "_prepare_block" if phase == "prepare" else "_group_terms"
+    original = getattr(getattr(module, name), "__wrapped__", getattr(module, name))
+
+    def dying(*args, **kwargs):
+        key = str(distributed.get_worker().get_current_task())
+        due = phase == "prepare" or re.search(rf"-train-\w+-{evaluation}-", key)
+        if due:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass  # another worker died for this marker already
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args, **kwargs)
+
+    dying.__wrapped__ = original
+    setattr(module, name, dying)
+
+
+KILL_POINTS = [("prepare", 0)] + [("train", k) for k in (1, 2, 3, 5, 8, 12, 16, 20, 24)]
+
+
+class _TwoWorkers:
+    """A two-worker cluster for killing workers in: each killed worker is
+    restarted by its nanny; if a nanny fails to bring one back (which
+    distributed's nannies now and then do after repeated kills), the
+    cluster is replaced."""
+
+    def __init__(self):
+        self.cluster = self.client = None
+
+    def ready(self):
+        """A client of a cluster with two live workers."""
+        if self.client is not None:
+            try:
+                self.client.wait_for_workers(2, timeout=30)
+                return self.client
+            except (TimeoutError, distributed.TimeoutError):
+                print("a nanny did not restart its worker: a new cluster")
+                self.close()
+        self.cluster = _cluster(2)
+        self.client = Client(self.cluster)
+        return self.client
+
+    def close(self):
+        if self.client is not None:
+            self.client.close()
+            self.cluster.close()
+        self.cluster = self.client = None
+
+
+def test_a_worker_killed_mid_fit_loses_nothing(tmp_path):
+    X, y = make_classification(6000, 30, n_informative=15, n_classes=4,
+                               random_state=0)
+    dX, dy = _dask(X, 500), _dask(y, 500)
+    params = dict(hidden_size=16, max_iter=30, random_state=0)
+    # The same model as in memory, however the fit was interrupted.
+    expected = TwoLayerSoftmaxClassifier(**params).fit(X, y)
+    outcomes = []
+    cluster = _TwoWorkers()
+    try:
+        for trial, (phase, evaluation) in enumerate(KILL_POINTS):
+            c = cluster.ready()
+            pids = set(c.run(os.getpid).values())
+            marker = tmp_path / f"killed-{trial}"
+            c.run(_install_kill, phase, evaluation, str(marker))
+            start = time.monotonic()
+            got = _on(c, **params).fit(dX, dy)
+            elapsed = time.monotonic() - start
+            assert marker.exists(), f"trial {trial}: no worker was killed"
+            assert not pids <= set(c.run(os.getpid).values())  # one is gone
+            assert got.n_iter_ == expected.n_iter_
+            gap = np.abs(got.predict_proba(X) - expected.predict_proba(X)).max()
+            outcomes.append((phase, evaluation, round(elapsed, 1), gap))
+            assert gap <= PROBA_TOL, outcomes[-1]
+            np.testing.assert_array_equal(got.predict(X), expected.predict(X))
+    finally:
+        cluster.close()
+    print("killed at, seconds, largest probability gap:", outcomes)
+    assert len(outcomes) == 10
+
+
+def test_lost_data_that_cannot_be_recomputed_is_a_clear_error(tmp_path):
+    X, y = make_classification(4000, 20, n_classes=3, n_informative=6,
+                               random_state=0)
+    with _cluster(2) as cluster, Client(cluster) as c:
+        # Scattered blocks have no source to recompute them from.
+        parts = [(c.scatter(X[i:i + 500]), c.scatter(y[i:i + 500]))
+                 for i in range(0, 4000, 500)]
+        dX = da.concatenate([da.from_delayed(xf, shape=(500, 20), dtype=float)
+                             for xf, _ in parts])
+        dy = da.concatenate([da.from_delayed(yf, shape=(500,), dtype=y.dtype)
+                             for _, yf in parts])
+        c.run(_install_kill, "train", 3, str(tmp_path / "killed"))
+        clf = _on(c, hidden_size=8, max_iter=50)
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match="could not be recomputed"):
+            clf.fit(dX, dy)
+        assert time.monotonic() - start < 60
+        assert not hasattr(clf, "coefs_")
+
+
+def test_a_cluster_without_workers_is_an_error_not_a_hang(digits, monkeypatch):
+    X, y = digits
+    monkeypatch.setattr(skd, "NO_WORKERS_TIMEOUT", 2)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        dX, dy = _dask(X, 600), _dask(y, 600)
+        stop = threading.Timer(1.0, lambda: cluster.scale(0))
+        original = skd._group_terms
+
+        def slow(*args):  # long enough evaluations for the scale-down
+            time.sleep(0.2)
+            return original(*args)
+
+        monkeypatch.setattr(skd, "_group_terms", slow)
+        stop.start()
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match="No Dask worker"):
+            _on(c, **PARAMS).fit(dX, dy)
+        assert time.monotonic() - start < 60
+        stop.cancel()
+
+
+# ------------------------------------------------------------------ bad input
+def _unchanged(clf):
+    return pickle.dumps(clf)
+
+
+def test_bad_input_gets_a_clear_error_and_keeps_the_model(client, digits):
+    X, y = digits
+    clf = DaskTwoLayerSoftmaxClassifier(**PARAMS).fit(_dask(X, 500), _dask(y, 500))
+    before = _unchanged(clf)
+    dX = _dask(X, 500)
+    X_nan, X_inf = X.copy(), X.copy()
+    X_nan[1234, 5], X_inf[77, 3] = np.nan, np.inf
+    frame = dd.from_pandas(pd.DataFrame(X), npartitions=4).clear_divisions()
+    cases = [
+        ((dX, _dask(y[:-5], 500)), ValueError, "not aligned"),
+        ((dX, _dask(y, 500), _dask(np.ones(1000), 500)), ValueError, "not aligned"),
+        ((frame, dd.from_pandas(pd.Series(y), npartitions=3).clear_divisions()),
+         ValueError, "3 partitions, X has 4: they are not aligned"),
+        ((frame, _dask(y, 500)), TypeError, "y must be a Dask series"),
+        ((_dask(X_nan, 500), _dask(y, 500)), ValueError, "row block 2 .*NaN"),
+        ((_dask(X_inf, 500), _dask(y, 500)), ValueError, "row block 0 .*infinity"),
+        ((da.from_array(X, chunks=(500, 32)), _dask(y, 500)), ValueError,
+         r"chunked along its columns .*rechunk\(\{1: -1\}\)"),
+        ((dX[dX[:, 0] > -10], _dask(y, 600)), ValueError,
+         "Compute the chunk sizes once"),
+        ((dX, _dask(y + 0.5, 500)), ValueError, "Unknown label type"),
+        ((dX, _dask(y, 500), _dask(-np.ones(len(y)), 500)), ValueError,
+         "Negative values"),
+        ((X, _dask(y, 500)), TypeError, "y is a Dask collection but X is in memory"),
+    ]
+    for args, error, message in cases:
+        with pytest.raises(error, match=message):
+            clf.fit(*args)
+        assert _unchanged(clf) == before, message
+    for solver in ("sgd", "adam"):
+        with pytest.raises(ValueError, match="dask_ml.wrappers.Incremental"):
+            clone(clf).set_params(solver=solver).fit(dX, _dask(y, 500))
+    with pytest.raises(TypeError, match="Incremental"):
+        clone(clf).set_params(solver="sgd").partial_fit(dX, _dask(y, 500),
+                                                        classes=np.arange(10))
+
+
+def test_unknown_chunk_sizes_are_measured_once(client, digits):
+    X, y = digits
+    dX, dy = _dask(X, 400), _dask(y, 400)
+    keep = dX[:, 0] > -100  # every row, in blocks of unknown size
+    unknown_X, unknown_y = dX[keep], dy[keep]
+    assert np.isnan(unknown_X.shape[0])
+    expected = TwoLayerSoftmaxClassifier(**PARAMS).fit(X, y)
+    got = DaskTwoLayerSoftmaxClassifier(**PARAMS).fit(unknown_X, unknown_y)
+    _assert_same_model(got, expected, X)
+    assert np.isnan(got.predict(unknown_X).shape[0])
+
+
+def test_without_a_client_the_error_says_how_to_start_one(tmp_path):
+    # In a fresh process, where no client was ever started.
+    script = tmp_path / "no_client.py"
+    script.write_text(
+        "import dask.array as da, numpy as np\n"
+        "from sklearn.datasets import load_iris\n"
+        "from sk_twolayer import TwoLayerSoftmaxClassifier\n"
+        "from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier\n"
+        "X, y = load_iris(return_X_y=True)\n"
+        "clf = DaskTwoLayerSoftmaxClassifier(hidden_size=4, max_iter=5, random_state=0)\n"
+        "try:\n"
+        "    clf.fit(da.from_array(X, chunks=50), da.from_array(y, chunks=50))\n"
+        "except ValueError as error:\n"
+        "    print('ERROR', error)\n"
+        "ref = TwoLayerSoftmaxClassifier(hidden_size=4, max_iter=5, random_state=0)\n"
+        "print('SAME', np.array_equal(clf.fit(X, y).predict_proba(X),\n"
+        "                             ref.fit(X, y).predict_proba(X)))\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-W", "ignore", str(script)],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert re.search(r"ERROR .*needs a running Dask client.*Client\(\)", out), out
+    # In memory it needs none, and fits as the in-memory estimator.
+    assert "SAME True" in out, out
