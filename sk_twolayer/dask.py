@@ -259,19 +259,24 @@ def _array_blocks(array, name, lengths=None):
             "for new row blocks too)."
         )
     if lengths is not None and array.chunks[0] != tuple(lengths):
-        if any(math.isnan(n) for n in array.chunks[0] + tuple(lengths)):
+        theirs, lengths = array.chunks[0], tuple(lengths)
+        unknown = any(math.isnan(n) for n in theirs + lengths)
+        if unknown and len(theirs) != len(lengths):
             raise ValueError(
-                f"{name} has {array.numblocks[0]} row blocks of unknown or other "
-                f"sizes than X's {len(lengths)}: they cannot be lined up. "
-                f"Compute the chunk sizes once ({name}.compute_chunk_sizes() and "
+                f"{name} has {len(theirs)} row blocks of unknown or other sizes "
+                f"than X's {len(lengths)}: they cannot be lined up. Compute the "
+                f"chunk sizes once ({name}.compute_chunk_sizes() and "
                 "X.compute_chunk_sizes()), or take X and y from one dataframe."
             )
-        if array.shape[0] != sum(lengths):
-            raise ValueError(
-                f"{name} has {array.shape[0]} rows, X has {sum(lengths)}: they "
-                "are not aligned."
-            )
-        array = array.rechunk({0: tuple(lengths)})
+        if not unknown:
+            if array.shape[0] != sum(lengths):
+                raise ValueError(
+                    f"{name} has {array.shape[0]} rows, X has {sum(lengths)}: "
+                    "they are not aligned."
+                )
+            array = array.rechunk({0: lengths})
+        # Otherwise as many blocks as X, of sizes known only once read: each
+        # is checked against X's block when it is validated.
     # Not optimized: X's and y's blocks then keep the keys of the tasks they
     # share (one loader for both, say), and the source is read once.
     blocks = array.to_delayed(optimize_graph=False).reshape(-1).tolist()
@@ -679,8 +684,9 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
     runs data-parallel: the blocks are validated and persisted once on the
     workers; scipy's L-BFGS iterate stays here, and each evaluation of the
     loss and gradient runs on the workers that hold the blocks. With the
-    same ``random_state`` the fit is the in-memory fit up to rounding,
-    whatever the chunking and the number of workers. A worker lost during
+    same ``random_state`` the fit (without early stopping) is the in-memory
+    fit up to rounding, whatever the chunking and the number of workers. A
+    worker lost during
     the fit loses nothing: its blocks are recomputed from their source.
     ``"sgd"`` and ``"adam"`` do not run data-parallel: stream the blocks
     through :meth:`partial_fit` with :class:`dask_ml.wrappers.Incremental`.
@@ -775,6 +781,48 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
         return local
 
     # ---------------------------------------------------------------- fitting
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
+        """Fit the network, data-parallel on Dask input.
+
+        On a Dask array chunked by rows, or a Dask dataframe, the row blocks
+        are validated and persisted once on the workers of the client's
+        cluster, and L-BFGS evaluates the loss and gradient there; on
+        in-memory input the fit is that of
+        :class:`~sk_twolayer.TwoLayerSoftmaxClassifier`.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, Dask array, Dask dataframe} of shape \
+                (n_samples, n_features)
+            Training data. A Dask array must be chunked by rows only.
+        y : array-like, Dask array or Dask series of shape (n_samples,)
+            Target labels: with a Dask array X, a Dask array (or an in-memory
+            one); with a Dask dataframe X, a Dask series of the same
+            dataframe.
+        sample_weight : array-like, Dask array or Dask series of shape \
+                (n_samples,), default=None
+            Non-negative sample weights, given like ``y``.
+        X_val : {array-like, sparse matrix, Dask array, Dask dataframe} of \
+                shape (n_val, n_features), default=None
+            Validation data, used instead of holding out
+            ``validation_fraction`` of ``X``; with Dask input it is kept on
+            the workers too.
+        y_val : array-like, Dask array or Dask series of shape (n_val,), \
+                default=None
+            Validation labels; required with ``X_val``.
+        sample_weight_val : array-like, Dask array or Dask series of shape \
+                (n_val,), default=None
+            Weights of the validation samples.
+
+        Returns
+        -------
+        self : DaskTwoLayerSoftmaxClassifier
+            The fitted estimator, with numpy weights.
+        """
+        return super().fit(X, y, sample_weight, X_val=X_val, y_val=y_val,
+                           sample_weight_val=sample_weight_val)
+
     def _training_rows(self, X, y, sample_weight, incremental, classes, first_call):
         inputs = {"X": X, "y": y, "sample_weight": sample_weight}
         if not _is_dask(X):
