@@ -354,26 +354,24 @@ def test_parquet_input_sets_the_feature_names(client, digits, tmp_path):
 
 
 # --------------------------------------------------- reads and client memory
-def _block(seed, n, d, counter=None):
-    """Rows of a generated data set, made on the worker; ``counter`` (a
-    file) gets a line per read."""
+def _partition(seed, n, d, counter=None):
+    """A partition of a generated data set, made on the worker, with a label
+    column; ``counter`` (a file) gets a line per read."""
     if counter is not None:
         with open(counter, "a") as f:
             f.write(f"{seed}\n")
     rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d))
-    return X, (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
+    frame = pd.DataFrame(rng.normal(size=(n, d)), columns=[f"x{j}" for j in range(d)])
+    label = (frame["x0"] + frame["x1"] > 0).astype(np.int64) + (frame["x2"] > 1)
+    return frame.assign(label=label)
 
 
-def _generated(n_blocks, rows, d, counter=None):
-    """X and y as Dask arrays whose blocks are generated on the workers."""
-    parts = [dask.delayed(_block, pure=True)(seed, rows, d, counter)
-             for seed in range(n_blocks)]
-    X = da.concatenate([da.from_delayed(p[0], shape=(rows, d), dtype=float)
-                        for p in parts])
-    y = da.concatenate([da.from_delayed(p[1], shape=(rows,), dtype=np.int64)
-                        for p in parts])
-    return X, y
+def _generated(n_partitions, rows, d, counter=None):
+    """X and y from a Dask dataframe whose partitions are made on the workers."""
+    df = dd.from_delayed([dask.delayed(_partition, pure=True)(seed, rows, d, counter)
+                          for seed in range(n_partitions)],
+                         meta=_partition(0, 0, d))
+    return df[[f"x{j}" for j in range(d)]], df["label"]
 
 
 def test_the_data_are_read_once(client, tmp_path):
