@@ -20,7 +20,12 @@ Measures, in one process and on the same data:
     exported models (skipped when skl2onnx or onnxruntime is missing);
 (f) with ``--only device --device cuda``: training on an accelerator through
     scikit-learn's Array API dispatch, against numpy and a plain PyTorch loop
-    (see ``benchmarks/bench_device.py``; not part of the default run).
+    (see ``benchmarks/bench_device.py``; not part of the default run);
+(g) data-parallel L-BFGS on a Dask ``LocalCluster``: the per-evaluation
+    overhead against a bare task round trip, one worker against the
+    in-memory fit, two workers against one, Spark MLlib's MLP where pyspark
+    is installed, and the scaling curve where there are more cores (see
+    ``benchmarks/bench_dask.py``; needs the ``dask`` extra).
 
 Every ratio is the median over repeats in which the two contenders run
 alternately (A, B, B, A, ...), because shared machines are noisy.
@@ -85,6 +90,18 @@ def _device_module():
 def bench_device(cfg):
     return _device_module().bench_device(cfg, _alternate, _ratio)
 
+
+def _dask_module():
+    """benchmarks/bench_dask.py, section (g)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_dask
+
+    return bench_dask
+
+
+def bench_dask(cfg):
+    return _dask_module().bench_dask(cfg, _alternate, _ratio)
+
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
 TARGETS = {
@@ -96,6 +113,10 @@ TARGETS = {
     "speedup_vs_mlp_lbfgs": 1.3,
     "speedup_vs_torch": 1.0,
     "memory_ratio_vs_mlp": 0.25,
+    "dask_overhead_vs_round_trip": 2.0,
+    "dask_one_worker_vs_memory": 1.25,
+    "dask_two_workers_vs_one": 1.6,
+    "dask_speedup_vs_spark": 3.0,
 }
 
 
@@ -689,6 +710,23 @@ def targets(results):
         met["memory_ratio_vs_mlp"] = {"value": results["memory"]["ratio"],
                                       "target": TARGETS["memory_ratio_vs_mlp"],
                                       "lower_is_better": True}
+    dask = results.get("dask") or {}
+    if dask.get("available"):
+        for workers, row in dask["overhead"].items():
+            met[f"dask_overhead_vs_round_trip {workers} worker(s)"] = {
+                "value": row["overhead_vs_round_trip"],
+                "target": TARGETS["dask_overhead_vs_round_trip"],
+                "lower_is_better": True}
+        met["dask_one_worker_vs_memory"] = {
+            "value": dask["one_worker"]["time_ratio"],
+            "target": TARGETS["dask_one_worker_vs_memory"], "lower_is_better": True}
+        if "two_workers" in dask:
+            met["dask_two_workers_vs_one"] = {
+                "value": dask["two_workers"]["speedup"],
+                "target": TARGETS["dask_two_workers_vs_one"]}
+        if dask["spark"].get("available"):
+            met["dask_speedup_vs_spark"] = {"value": dask["spark"]["speedup"],
+                                            "target": TARGETS["dask_speedup_vs_spark"]}
     for v in met.values():
         if v["value"] is None:
             v["met"] = None
@@ -790,6 +828,9 @@ def format_table(results):
     if "device" in results:
         lines.append("")
         lines.extend(_device_module().format_device(results["device"]))
+    if "dask" in results:
+        lines.append("")
+        lines.extend(_dask_module().format_dask(results["dask"]))
     lines.append("")
     lines.append("targets:")
     for k, v in results["targets"].items():
@@ -827,7 +868,15 @@ def parse_args(argv=None):
                    help="PyTorch device of section (f), e.g. cuda or cpu")
     p.add_argument("--device-n", type=int, default=1_000_000,
                    help="rows of section (f) (float32)")
-    p.add_argument("--only", default="roofline,mlp,memory,torch,predict",
+    p.add_argument("--dask-n", type=int, default=200_000,
+                   help="rows of section (g)")
+    p.add_argument("--dask-d", type=int, default=100,
+                   help="features of section (g)")
+    p.add_argument("--dask-hidden", type=int, default=64,
+                   help="hidden units of section (g)")
+    p.add_argument("--dask-blocks", type=int, default=10,
+                   help="row blocks of the Dask array of section (g)")
+    p.add_argument("--only", default="roofline,mlp,memory,torch,predict,dask",
                    help="comma-separated sections to run (add 'device' for f)")
     p.add_argument("--json", default="benchmarks/results.json",
                    help="where to write the JSON results")
@@ -842,6 +891,7 @@ def parse_args(argv=None):
         args.density = 0.2
         args.predict_rows, args.predict_calls = 2000, 20
         args.device_n = 2000
+        args.dask_n, args.dask_d, args.dask_hidden, args.dask_blocks = 2000, 10, 8, 4
     return args
 
 
@@ -863,7 +913,8 @@ def main(argv=None):
                 ("memory", "memory", bench_memory),
                 ("torch", "torch", bench_torch),
                 ("predict", "predict", bench_predict),
-                ("device", "device", bench_device)]
+                ("device", "device", bench_device),
+                ("dask", "dask", bench_dask)]
     for name, key, func in sections:
         if name in only:
             t0 = time.perf_counter()

@@ -112,3 +112,26 @@ def test_benchmark_device_section_on_the_cpu(tmp_path):
                      "SGD 1 epoch, batch 200", "SGD 1 epoch, batch 2048"]
     assert 0 < dev["rows"][0]["fraction_of_gemm_rate"]
     assert all(row["ours_s"] > 0 for row in dev["rows"])
+
+
+def test_benchmark_dask_section(tmp_path):
+    # Section (g) at tiny sizes: the clusters start, every figure is there,
+    # and the data-parallel fit is the in-memory one (a check, not a timing).
+    pytest.importorskip("distributed")
+    results = _run(tmp_path, "dask")
+    g = results["dask"]
+    assert g["available"]
+    assert g["n_iter"][0] == g["n_iter"][1] and g["same_model_max_proba_gap"] < 1e-6
+    for row in g["overhead"].values():
+        assert row["round_trip_s"] > 0 and row["evaluations"] >= 1
+        assert row["overhead_vs_round_trip"] == pytest.approx(
+            row["overhead_s"] / row["round_trip_s"])
+    assert g["one_worker"]["time_ratio"] > 0
+    assert [p["workers"] for p in g["scaling"]][0] == 1
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        assert not g["spark"]["available"] and "pyspark" in g["spark"]["reason"]
+    else:
+        assert g["spark"]["available"] and g["spark"]["per_iteration_s"] > 0
+    assert "(g) data-parallel L-BFGS" in results["table"]
