@@ -165,9 +165,11 @@ def _summary(block):
     return block["summary"]
 
 
+# Per worker process: for the latest fits (by token), each thread's loss
+# object and gradient buffer. Older fits' scratch memory is dropped.
 _LOSSES = collections.OrderedDict()
 _LOSSES_LOCK = threading.Lock()
-_KEEP_LOSSES = 16
+_KEEP_FITS = 2
 
 
 def _loss_for(spec):
@@ -176,17 +178,18 @@ def _loss_for(spec):
     Kept across evaluations, as the in-memory L-BFGS keeps its one loss
     object, so that the scratch memory is allocated once per fit.
     """
-    key = (spec["token"], threading.get_ident())
     with _LOSSES_LOCK:
-        kept = _LOSSES.get(key)
+        per_thread = _LOSSES.setdefault(spec["token"], {})
+        _LOSSES.move_to_end(spec["token"])
+        while len(_LOSSES) > _KEEP_FITS:
+            _LOSSES.popitem(last=False)
+        kept = per_thread.get(threading.get_ident())
         if kept is None:
             layout = ParamLayout(*spec["shape"], dtype=spec["dtype"])
-            kept = _LOSSES[key] = (
+            kept = per_thread[threading.get_ident()] = (
                 TwoLayerLoss(layout, activation=spec["activation"]),
                 np.empty(layout.size, dtype=layout.dtype),
             )
-            while len(_LOSSES) > _KEEP_LOSSES:
-                _LOSSES.popitem(last=False)
     return kept
 
 

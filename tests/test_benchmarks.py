@@ -127,7 +127,11 @@ def test_benchmark_dask_section(tmp_path):
         assert row["overhead_vs_round_trip"] == pytest.approx(
             row["overhead_s"] / row["round_trip_s"])
     assert g["one_worker"]["time_ratio"] > 0
-    assert [p["workers"] for p in g["scaling"]][0] == 1
+    if g["cores"] > 2:  # the scaling curve only where there are the cores
+        assert [p["workers"] for p in g["scaling"]][0] == 1
+    else:
+        assert g["scaling"] == []
+    assert ("two_workers" in g) == (g["cores"] >= 2)
     try:
         import pyspark  # noqa: F401
     except ImportError:

@@ -154,8 +154,9 @@ def test_float32_data_stay_float32_on_the_workers(client, digits):
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-4,
                                atol=1e-5 * np.abs(expected_grad).max())
     # The workers evaluated the loss in float32.
-    dtypes = client.run(lambda: sorted({str(loss.layout.dtype) for loss, _ in
-                                        skd._LOSSES.values()}))
+    dtypes = client.run(lambda: sorted({str(loss.layout.dtype)
+                                        for per_thread in skd._LOSSES.values()
+                                        for loss, _ in per_thread.values()}))
     assert "float32" in set().union(*dtypes.values())
     # A whole fit gives a float32 model that predicts as the in-memory one
     # (after 50 iterations in float32, rounding has moved the weights apart
