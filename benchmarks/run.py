@@ -54,6 +54,7 @@ if "device" in " ".join(sys.argv[1:]):
 
 import argparse  # noqa: E402
 import gc
+import inspect
 import json
 import platform
 import subprocess
@@ -161,9 +162,14 @@ def _problem(n, d, c, dtype, seed=0, density=None):
     rng = np.random.default_rng(seed)
     if density is None:
         X = rng.standard_normal((n, d), dtype=np.float32).astype(dtype, copy=False)
-    else:
+    elif hasattr(sp, "random_array") and "rng" in inspect.signature(
+            sp.random_array).parameters:
         X = sp.random_array((n, d), density=density, format="csr", dtype=dtype,
                             rng=rng, data_sampler=rng.standard_normal)
+    else:  # scipy < 1.15 (random_array's rng=), e.g. the oldest supported 1.11
+        X = sp.csr_array(sp.random(n, d, density=density, format="csr",
+                                   dtype=dtype, random_state=rng,
+                                   data_rvs=rng.standard_normal))
     W = rng.standard_normal((d, c))
     y = np.asarray(np.argmax(X @ W + rng.standard_normal((n, c)), axis=1))
     return X, y

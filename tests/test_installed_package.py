@@ -60,7 +60,9 @@ def test_wheel_carries_its_license():
 def test_conftest_set_up_scipy_array_api_before_scipy_was_imported():
     # tests/conftest.py must still load when the suite runs from outside the
     # checkout: scikit-learn's array-API checks depend on it.
-    import scipy._lib._array_api as scipy_array_api
-
     assert os.environ.get("SCIPY_ARRAY_API") == "1"
+    try:
+        import scipy._lib._array_api as scipy_array_api
+    except ModuleNotFoundError:  # SciPy 1.11 has no array-API support to switch on
+        return
     assert getattr(scipy_array_api, "SCIPY_ARRAY_API", True)
