@@ -64,18 +64,24 @@ def _noop():
 
 
 class _Clusters:
-    """One LocalCluster (and client) per number of workers, kept alive."""
+    """One LocalCluster (and client) per number of workers, kept alive.
 
-    def __init__(self):
+    Worker processes; with ``processes=False`` (``--quick``, a smoke test of
+    the code), worker threads of this process, which start at once.
+    """
+
+    def __init__(self, processes=True):
         self._open = {}
+        self.processes = processes
 
     def client(self, workers):
         from distributed import Client, LocalCluster
 
         if workers not in self._open:
-            cluster = LocalCluster(host="127.0.0.1", n_workers=workers,
-                                   threads_per_worker=1, processes=True,
-                                   dashboard_address=":0")
+            where = {"host": "127.0.0.1"} if self.processes else {}
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                   processes=self.processes,
+                                   dashboard_address=":0", **where)
             self._open[workers] = (cluster, Client(cluster, set_as_default=False))
         return self._open[workers][1]
 
@@ -201,7 +207,7 @@ def bench_dask(cfg, alternate, ratio):
     dX, dy = _dask_data(n_blocks, rows, d, c)
     params = dict(hidden_size=h, max_iter=cfg.lbfgs_iter, tol=0.0, random_state=0)
     cores = os.cpu_count() or 1
-    clusters = _Clusters()
+    clusters = _Clusters(processes=not cfg.quick)
 
     def quietly(fit):
         with warnings.catch_warnings():
@@ -220,7 +226,8 @@ def bench_dask(cfg, alternate, ratio):
 
     try:
         result = {"available": True, "n": n, "d": d, "hidden": h, "classes": c,
-                  "blocks": n_blocks, "iterations": cfg.lbfgs_iter, "cores": cores}
+                  "blocks": n_blocks, "iterations": cfg.lbfgs_iter, "cores": cores,
+                  "worker_processes": clusters.processes}
         # The fits are the same model: a check, not a timing.
         reference, one = in_memory(), on(1)
         result["same_model_max_proba_gap"] = float(np.abs(
@@ -298,7 +305,8 @@ def format_dask(result):
     if not result or not result.get("available"):
         return [f"(g) Dask: skipped ({(result or {}).get('reason', 'not run')})"]
     r = result
-    lines = [f"(g) data-parallel L-BFGS on a LocalCluster (worker processes, 1 "
+    workers = "worker processes" if r["worker_processes"] else "worker threads"
+    lines = [f"(g) data-parallel L-BFGS on a LocalCluster ({workers}, 1 "
              f"thread each): N={r['n']} D={r['d']} H={r['hidden']} C={r['classes']}, "
              f"{r['blocks']} blocks, {r['iterations']} iterations, float64, "
              f"{r['cores']} cores",

@@ -27,8 +27,7 @@ try:  # the data-parallel estimator (the dask extra): on in-memory input it
 except ImportError:  # pragma: no cover - without the dask extra
     pass
 else:
-    ESTIMATORS += [DaskTwoLayerSoftmaxClassifier(),
-                   DaskTwoLayerSoftmaxClassifier(solver="sgd")]
+    ESTIMATORS.append(DaskTwoLayerSoftmaxClassifier())
 
 
 @parametrize_with_checks(ESTIMATORS)
