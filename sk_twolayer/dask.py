@@ -34,7 +34,9 @@ How it divides the work:
 import collections
 import concurrent.futures
 import copy
+import inspect
 import math
+import textwrap
 import threading
 import time
 import uuid
@@ -636,11 +638,11 @@ def _also_lazy(name, shape_and_dtype):
     method.__qualname__ = f"DaskTwoLayerSoftmaxClassifier.{name}"
     doc = in_memory.__doc__
     if doc:  # (stripped under python -OO)
-        summary, rest = doc.split("\n\n", 1)
+        summary, rest = inspect.cleandoc(doc).split("\n\n", 1)
         doc = (
-            f"{summary}\n\n        On a Dask array or dataframe the result is a "
-            "lazy Dask array with\n        the row blocks of X, computed on the "
-            f"workers.\n\n{rest}"
+            f"{summary}\n\nOn a Dask array or dataframe the result is a lazy "
+            "Dask array with\nthe row blocks of X, computed on the workers."
+            f"\n\n{rest}\n"
         ).replace("X : {array-like, sparse matrix}",
                   "X : {array-like, sparse matrix, Dask array, Dask dataframe}"
                   ).replace(": ndarray of shape", ": ndarray or Dask array of shape")
@@ -657,15 +659,16 @@ def _section(obj, name):
     """
     if not obj.__doc__:
         return ""
-    lines = obj.__doc__.splitlines()
-    start = lines.index(f"    {name}") + 2  # past the title and its underline
+    # Python 3.13 strips docstrings' indentation, earlier versions keep it.
+    lines = inspect.cleandoc(obj.__doc__).splitlines()
+    start = lines.index(name) + 2  # past the title and its underline
     end = start
     while end < len(lines) and not (
-        lines[end].startswith("    ") and not lines[end].startswith("     ")
+        lines[end] and not lines[end][0].isspace()
         and end + 1 < len(lines) and set(lines[end + 1].strip()) == {"-"}
     ):
         end += 1
-    return "\n".join(lines[start:end]).rstrip()
+    return textwrap.indent("\n".join(lines[start:end]).rstrip(), "    ")
 
 
 class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):

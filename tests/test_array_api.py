@@ -27,6 +27,12 @@ from sk_twolayer import _namespace
 
 strict = pytest.importorskip("array_api_strict",
                              reason="array_api_strict is not installed")
+try:  # scikit-learn 1.6 needs the array-api-compat package, and SciPy >= 1.14
+    with sklearn.config_context(array_api_dispatch=True):
+        pass
+except (ImportError, RuntimeError) as error:
+    pytest.skip(f"scikit-learn cannot dispatch to the Array API here: {error}",
+                allow_module_level=True)
 try:
     import torch
 except ImportError:
