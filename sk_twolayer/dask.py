@@ -27,6 +27,9 @@ How it divides the work:
   never leaves a task waiting: the scheduler recomputes its lost blocks from
   their source and runs the task elsewhere, and the next evaluation groups
   the blocks by where they now are.
+- **Balance.** Before the first evaluation, blocks move (once) from
+  workers that hold more than their threads' share of the rows to those
+  that hold less, since each evaluation waits for the busiest worker.
 - **Reuse.** A worker keeps one loss object, with its scratch buffers, per
   fit and thread across evaluations, as the in-memory L-BFGS does.
 """
@@ -379,6 +382,38 @@ def _groups(client, futures, indices):
     return sorted(groups, key=lambda group: group.blocks[0])
 
 
+def _placement(client, futures, n_rows):
+    """A worker for each block, so that each thread gets its share of rows.
+
+    A block stays on a worker that holds it while that worker is under its
+    share (its threads' fraction of all rows); the blocks left over go,
+    largest first, to the worker with the fewest rows per thread. Moving
+    them costs one transfer per fit; an unbalanced placement would cost
+    every evaluation the wait for the busiest worker.
+    """
+    nthreads = client.nthreads()
+    if not nthreads:
+        return [None] * len(futures)
+    who_has = client.who_has(futures)
+    share = float(np.sum(n_rows)) / sum(nthreads.values())
+    load = dict.fromkeys(nthreads, 0)
+    place = [None] * len(futures)
+    left_over = []
+    for i in np.argsort(-np.asarray(n_rows), kind="stable"):
+        holders = [w for w in sorted(who_has.get(futures[i].key) or ()) if w in load]
+        holder = min(holders, key=lambda w: load[w] / nthreads[w], default=None)
+        if holder is not None and load[holder] + n_rows[i] <= share * nthreads[holder]:
+            place[i] = holder
+            load[holder] += n_rows[i]
+        else:
+            left_over.append((i, holders))
+    for i, holders in left_over:
+        place[i] = min(load, key=lambda w: ((load[w] + n_rows[i]) / nthreads[w],
+                                            w not in holders, w))
+        load[place[i]] += n_rows[i]
+    return place
+
+
 class _DaskRows:
     """The training rows of a fit, held as blocks on the workers.
 
@@ -452,10 +487,16 @@ class _DaskRows:
             split = (int(rng.randint(np.iinfo(np.int64).max, dtype=np.int64)),
                      estimator.validation_fraction)
         offsets = np.concatenate([[0], np.cumsum(self._n_rows)[:-1]])
-        blocks = self.client.map(
-            _prepare_block, self._checked, offsets.tolist(), labels=self.labels,
-            per_class=self._per_class, split=split, pure=False,
-        )
+        placement = _placement(self.client, self._checked, self._n_rows)
+        blocks = [
+            self.client.submit(
+                _prepare_block, checked, int(offset), labels=self.labels,
+                per_class=self._per_class, split=split, pure=False,
+                workers=None if worker is None else [worker],
+                allow_other_workers=worker is not None,
+            )
+            for checked, offset, worker in zip(self._checked, offsets, placement)
+        ]
         if plan == "given":
             blocks += self._validation_blocks(validation)
         summaries = self._wait(self.client.map(_summary, blocks, pure=False))
@@ -521,7 +562,7 @@ class _DaskRows:
                     key=f"sk-twolayer-{part}-{self.token}-{self._evaluations}-"
                         f"{attempt}-{g}",
                     workers=None if group.worker is None else [group.worker],
-                    allow_other_workers=True,
+                    allow_other_workers=group.worker is not None,
                 )
                 for g, group in enumerate(groups)
             ]

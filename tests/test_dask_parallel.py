@@ -139,6 +139,88 @@ def test_fit_is_the_same_on_one_and_on_three_workers(digits):
         _assert_same_model(got, expected, X)
 
 
+class _Placing:
+    """What ``_placement`` asks of a client: threads and holders per block."""
+
+    def __init__(self, nthreads, holders):
+        self._nthreads, self._holders = nthreads, holders
+
+    def nthreads(self):
+        return self._nthreads
+
+    def who_has(self, futures):
+        return {f.key: self._holders[f.key] for f in futures}
+
+
+class _Key:
+    def __init__(self, key):
+        self.key = key
+
+
+@pytest.mark.parametrize("case", [
+    # ten equal blocks all on one of two one-thread workers: five move
+    ({"a": 1, "b": 1}, ["a"] * 10, [10] * 10, {"a": 50, "b": 50}, 5),
+    # already balanced: nothing moves
+    ({"a": 1, "b": 1}, ["a", "b"] * 3, [7] * 6, {"a": 21, "b": 21}, 0),
+    # a two-thread worker gets twice the rows of a one-thread worker
+    ({"a": 2, "b": 1}, ["b"] * 6, [4] * 6, {"a": 16, "b": 8}, 4),
+    # ragged blocks: the big one stays, small ones fill the other worker
+    ({"a": 1, "b": 1}, ["a"] * 5, [40, 10, 10, 10, 10], {"a": 40, "b": 40}, 4),
+    # a block whose holder left the cluster goes to the least loaded worker
+    ({"a": 1, "b": 1}, ["a", "gone", "a"], [5, 5, 5], {"a": 10, "b": 5}, 1),
+])
+def test_blocks_are_placed_for_equal_rows_per_thread(case):
+    nthreads, holders, n_rows, expected_rows, expected_moves = case
+    keys = [_Key(f"block-{i}") for i in range(len(holders))]
+    fake = _Placing(nthreads, {k.key: [h] for k, h in zip(keys, holders)})
+    place = skd._placement(fake, keys, np.array(n_rows))
+    rows = dict.fromkeys(nthreads, 0)
+    for worker, n in zip(place, n_rows):
+        rows[worker] += n
+    assert rows == expected_rows
+    assert sum(p != h for p, h in zip(place, holders)) == expected_moves
+
+
+def test_a_fit_spreads_blocks_held_by_one_worker(digits):
+    X, y = digits
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        est = _on(c, hidden_size=16)
+        # Every block read and validated on the one worker; then a second
+        # worker joins before the blocks are prepared.
+        data = skd._DaskRows(est, c, _dask(X, 180), _dask(y, 180), None,
+                             first_call=True)
+        assert len({w for ws in c.who_has(data._checked).values() for w in ws}) == 1
+        cluster.scale(2)
+        c.wait_for_workers(2)
+        data.hold_out(est, (None, None, None), None, False)
+        rows = {}
+        for i, future in enumerate(data._blocks):
+            (worker,) = c.who_has([future])[future.key]
+            rows[worker] = rows.get(worker, 0) + data._n_rows[i]
+        # ten blocks: 5 x 180 on one worker, 4 x 180 + 177 on the other
+        assert sorted(rows.values()) == [897, 900]
+        # and each evaluation runs one task on each worker, where its blocks are
+        assert {g.worker for g in data._groups["train"]} == set(rows)
+
+
+def test_blocks_with_no_known_holder_are_evaluated_anywhere(client, digits):
+    # (Between a worker's loss and the recomputation of its blocks, the
+    # scheduler knows no holder for them: the tasks then go anywhere.)
+    X, y = digits
+    est = DaskTwoLayerSoftmaxClassifier(hidden_size=16)
+    data = skd._DaskRows(est, client, _dask(X, 600), _dask(y, 600), None,
+                         first_call=True)
+    data.hold_out(est, (None, None, None), None, False)
+    loss = data.objective(TwoLayerLoss(ParamLayout(64, 16, 10), reg=1e-3))
+    theta = np.random.default_rng(0).normal(scale=0.3, size=loss.layout.size)
+    expected = loss.loss_gradient(theta)
+    data._groups["train"] = [skd._Group(None, [0, 1]), skd._Group(None, [2])]
+    value, grad = loss.loss_gradient(theta)
+    assert value == pytest.approx(expected[0], rel=1e-12)
+    np.testing.assert_allclose(grad, expected[1], rtol=1e-12, atol=1e-15)
+
+
 def test_float32_data_stay_float32_on_the_workers(client, digits):
     X, y = digits
     X32 = X.astype(np.float32)
