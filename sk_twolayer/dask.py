@@ -34,6 +34,7 @@ How it divides the work:
   fit and thread across evaluations, as the in-memory L-BFGS does.
 """
 
+import asyncio
 import collections
 import concurrent.futures
 import copy
@@ -73,6 +74,9 @@ __all__ = ["DaskTwoLayerSoftmaxClassifier"]
 NO_WORKERS_TIMEOUT = 30
 # How often a waiting evaluation checks that workers are left (seconds).
 _POLL = 1.0
+# How long gathering finished results may take before the cluster is
+# looked at again (seconds).
+_GATHER_TIMEOUT = 5.0
 # Evaluations retried after an error a lost worker caused (not a bad input).
 _RETRIES = 3
 
@@ -592,20 +596,26 @@ class _DaskRows:
         Blocks lost with a worker are recomputed by the scheduler from their
         source while this waits. Blocks that cannot be (scattered data)
         cancel the futures: that is a clear error at once.
+
+        It looks at the cluster every ``_POLL`` seconds while the tasks run,
+        and gathers their results within ``_GATHER_TIMEOUT`` seconds or
+        waits again: a result can be lost with its worker while it is being
+        gathered, and a plain ``gather`` would then wait for a worker to
+        recompute it, forever if none is left.
         """
-        remaining = [len(futures)]
-        lock, finished = threading.Lock(), threading.Event()
-
-        def one_done(_):
-            with lock:
-                remaining[0] -= 1
-                if not remaining[0]:
-                    finished.set()
-
-        for future in futures:
-            future.add_done_callback(one_done)
         since = None
-        while not finished.wait(_POLL):
+        while True:
+            try:
+                with self.client.as_current():  # (wait uses the current client)
+                    distributed.wait(futures, timeout=_POLL)
+                return self.client.sync(
+                    lambda: self.client.gather(futures, asynchronous=True),
+                    callback_timeout=_GATHER_TIMEOUT,
+                )
+            except concurrent.futures.CancelledError as error:
+                raise _lost_data_error() from error
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
             if self.client.scheduler_info().get("workers"):
                 since = None
             elif since is None:
@@ -616,10 +626,6 @@ class _DaskRows:
                     "and the fit cannot go on without one. Start workers (or a "
                     "new cluster) and fit again."
                 )
-        try:
-            return self.client.gather(futures)
-        except concurrent.futures.CancelledError as error:
-            raise _lost_data_error() from error
 
 
 def _lost_data_error():

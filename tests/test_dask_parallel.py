@@ -637,6 +637,35 @@ def test_a_cluster_without_workers_is_an_error_not_a_hang(digits, monkeypatch):
         stop.cancel()
 
 
+def test_results_lost_after_their_tasks_finished_are_an_error_not_a_hang(monkeypatch):
+    # A finished result whose worker then leaves: waiting for it must keep
+    # an eye on the cluster, as waiting for a running task does.
+    monkeypatch.setattr(skd, "NO_WORKERS_TIMEOUT", 2)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        rows = object.__new__(skd._DaskRows)
+        rows.client = c
+        future = c.submit(np.arange, 3)
+        np.testing.assert_array_equal(rows._wait([future])[0], np.arange(3))
+        cluster.scale(0)
+        deadline = time.monotonic() + 30
+        while c.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        outcome = []
+
+        def wait():
+            try:
+                rows._wait([future])
+            except RuntimeError as error:
+                outcome.append(error)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        waiter.join(timeout=30)
+        assert not waiter.is_alive(), "waiting for a lost result hung"
+        assert outcome and "No Dask worker" in str(outcome[0])
+
+
 # ------------------------------------------------------------------ bad input
 def _unchanged(clf):
     return pickle.dumps(clf)
