@@ -423,12 +423,16 @@ class TwoLayerLoss:
         data_loss = None
         # The first block writes the gradient, later blocks add to it:
         # no zero-fill pass and no per-call temporaries of theta's size.
-        for i, rows in enumerate(_row_blocks(N, self._rows_per_block(N))):
-            swb = None if sample_weight is None else sample_weight[rows]
-            block_loss = self._block(
-                X[rows] if ops.is_numpy else X[rows, ...], y[rows], swb,
-                inv_weight_sum, W1, W2, b1, b2, sink, accumulate=i > 0,
-            )
+        blocks = _row_blocks(N, self._rows_per_block(N))
+        for i, rows in enumerate(blocks):
+            if len(blocks) == 1:  # all the rows: no slicing (a CSR slice copies)
+                Xb, yb, swb = X, y, sample_weight
+            else:
+                Xb = X[rows] if ops.is_numpy else X[rows, ...]
+                yb = y[rows]
+                swb = None if sample_weight is None else sample_weight[rows]
+            block_loss = self._block(Xb, yb, swb, inv_weight_sum, W1, W2, b1, b2,
+                                     sink, accumulate=i > 0)
             data_loss = block_loss if i == 0 else data_loss + block_loss
         if ops.is_numpy:
             return data_loss / weight_sum, sink.flat()
