@@ -365,19 +365,23 @@ class _Group:
         self.worker, self.blocks = worker, blocks
 
 
-def _groups(client, futures, indices):
+def _groups(client, futures, indices, placement=None):
     """Blocks ``indices`` grouped by the worker that holds them.
 
-    A worker gets as many groups as it has threads, split by rows in
-    block order; groups are ordered by their first block, so that the sum
-    over groups has a fixed order.
+    A block held by several workers (a copy that a task fetched, until
+    distributed's memory manager drops it) goes with the worker
+    ``placement`` gave it, if that is one of them. A worker gets as many
+    groups as it has threads, split by rows in block order; groups are
+    ordered by their first block, so that the sum over groups has a fixed
+    order.
     """
     who_has = client.who_has([futures[i] for i in indices])
     nthreads = client.nthreads()
     by_worker = collections.defaultdict(list)
     for i in indices:
-        holders = who_has.get(futures[i].key) or [None]
-        by_worker[sorted(holders)[0]].append(i)
+        holders = sorted(who_has.get(futures[i].key) or [None])
+        placed = None if placement is None else placement[i]
+        by_worker[placed if placed in holders else holders[0]].append(i)
     groups = []
     for worker, blocks in by_worker.items():
         n = max(1, min(len(blocks), nthreads.get(worker, 1)))
@@ -523,12 +527,15 @@ class _DaskRows:
             "train": (train, float(self._n_train if self._uniform
                                    else sum(totals["train"]["weight"]))),
         }
-        self._groups = {"train": _groups(self.client, blocks, train)}
+        # (the blocks of a validation set, after the training data's, have
+        # no placement)
+        self._placement = placement + [None] * (len(blocks) - len(placement))
+        self._groups = {"train": _groups(self.client, blocks, train, self._placement)}
         if plan is None:
             return None
         _check_validation_weight(sum(totals["val"]["weight"]))
         self._parts["val"] = (val, float(sum(totals["val"]["weight"])))
-        self._groups["val"] = _groups(self.client, blocks, val)
+        self._groups["val"] = _groups(self.client, blocks, val, self._placement)
         # X, y, sw: ignored by the distributed loss, which knows its blocks.
         return {"X": None, "y": None, "sw": None, "scores": [], "losses": []}
 
@@ -579,7 +586,7 @@ class _DaskRows:
                 if attempt == _RETRIES:
                     raise
                 self._groups[part] = _groups(self.client, self._blocks,
-                                             self._parts[part][0])
+                                             self._parts[part][0], self._placement)
         value = sum(r[0] for r in results)
         grad = None if part == "val" else sum(r[1] for r in results)
         if any(r[2] != group.worker for r, group in zip(results, groups)):
@@ -587,7 +594,8 @@ class _DaskRows:
             # blocks by where they are now, so that no block has to travel
             # to every evaluation.
             for name, (indices, _) in self._parts.items():
-                self._groups[name] = _groups(self.client, self._blocks, indices)
+                self._groups[name] = _groups(self.client, self._blocks, indices,
+                                             self._placement)
         return value, grad
 
     def _wait(self, futures):
