@@ -29,7 +29,8 @@ How it divides the work:
   the blocks by where they now are.
 - **Balance.** Before the first evaluation, blocks move (once) from
   workers that hold more than their threads' share of the rows to those
-  that hold less, since each evaluation waits for the busiest worker.
+  that hold less, since each evaluation waits for the busiest worker
+  (and back again, should work stealing prepare one elsewhere).
 - **Reuse.** A worker keeps one loss object, with its scratch buffers, per
   fit and thread across evaluations, as the in-memory L-BFGS does.
 """
@@ -79,6 +80,8 @@ _POLL = 1.0
 _GATHER_TIMEOUT = 5.0
 # Evaluations retried after an error a lost worker caused (not a bad input).
 _RETRIES = 3
+# Rounds of moving blocks that work stealing prepared away from their place.
+_MOVES = 3
 
 
 def _is_dask(obj):
@@ -172,6 +175,11 @@ def _prepare_block(block, offset, labels, per_class, split):
 
 def _summary(block):
     return block["summary"]
+
+
+def _moved(block):
+    """The block itself: run where it should be, this moves it there."""
+    return block
 
 
 # Per worker process: for the latest fits (by token), each thread's loss
@@ -505,10 +513,13 @@ class _DaskRows:
             )
             for checked, offset, worker in zip(self._checked, offsets, placement)
         ]
-        if plan == "given":
-            blocks += self._validation_blocks(validation)
-        summaries = self._wait(self.client.map(_summary, blocks, pure=False))
         del self._checked  # the prepared blocks replace them
+        placement = self._settle(blocks, placement)
+        if plan == "given":
+            given = self._validation_blocks(validation)
+            blocks += given
+            placement += [None] * len(given)
+        summaries = self._summaries(blocks, placement)
         self._blocks = blocks
         train = [i for i, s in enumerate(summaries) if s.get("train", {}).get("n")]
         val = [i for i, s in enumerate(summaries) if s.get("val", {}).get("n")]
@@ -527,9 +538,7 @@ class _DaskRows:
             "train": (train, float(self._n_train if self._uniform
                                    else sum(totals["train"]["weight"]))),
         }
-        # (the blocks of a validation set, after the training data's, have
-        # no placement)
-        self._placement = placement + [None] * (len(blocks) - len(placement))
+        self._placement = placement
         self._groups = {"train": _groups(self.client, blocks, train, self._placement)}
         if plan is None:
             return None
@@ -538,6 +547,56 @@ class _DaskRows:
         self._groups["val"] = _groups(self.client, blocks, val, self._placement)
         # X, y, sw: ignored by the distributed loss, which knows its blocks.
         return {"X": None, "y": None, "sw": None, "scores": [], "losses": []}
+
+    def _settle(self, blocks, placement):
+        """Where each prepared block is, after moving it to its place.
+
+        The preparation only prefers the placed worker: a strict restriction
+        would also hold the recomputation of a block lost with its worker
+        to that worker, forever. So work stealing can prepare a small block
+        on an idle worker instead; such blocks are moved back (a few rounds
+        at most), and the placement is then where each block is. ``blocks``
+        is updated in place.
+        """
+        for round_ in range(_MOVES + 1):
+            self._wait(blocks, gather=False)
+            who_has = self.client.who_has(blocks)
+            alive = self.client.nthreads()
+            astray = [i for i, worker in enumerate(placement)
+                      if worker in alive and worker not in who_has.get(blocks[i].key, ())]
+            if not astray or round_ == _MOVES:
+                break
+            for i in astray:
+                blocks[i] = self.client.submit(
+                    _moved, blocks[i], pure=False, workers=[placement[i]],
+                    allow_other_workers=True)
+        return [worker if worker in holders else min(holders, default=None)
+                for worker, holders in ((w, who_has.get(b.key) or ())
+                                        for w, b in zip(placement, blocks))]
+
+    def _summaries(self, blocks, placement):
+        """Each block's summary, computed where the block is.
+
+        Held to that worker, so that no task fetches a copy of the block
+        (which distributed could then keep in place of the original); a
+        summary whose worker has left is asked for again, anywhere.
+        ``placement`` is updated in place.
+        """
+        def summary(i):
+            workers = None if placement[i] is None else [placement[i]]
+            return self.client.submit(_summary, blocks[i], pure=False,
+                                      workers=workers)
+
+        futures = [summary(i) for i in range(len(blocks))]
+
+        def replace_lost():
+            alive = self.client.nthreads()
+            for i, worker in enumerate(placement):
+                if worker is not None and worker not in alive:
+                    placement[i] = None
+                    futures[i] = summary(i)
+
+        return self._wait(futures, on_poll=replace_lost)
 
     def _validation_blocks(self, validation):
         """The user's validation set, checked and prepared on the workers."""
@@ -598,7 +657,7 @@ class _DaskRows:
                                              self._placement)
         return value, grad
 
-    def _wait(self, futures):
+    def _wait(self, futures, gather=True, on_poll=None):
         """The futures' results; an error, not a hang, without workers.
 
         Blocks lost with a worker are recomputed by the scheduler from their
@@ -609,13 +668,17 @@ class _DaskRows:
         and gathers their results within ``_GATHER_TIMEOUT`` seconds or
         waits again: a result can be lost with its worker while it is being
         gathered, and a plain ``gather`` would then wait for a worker to
-        recompute it, forever if none is left.
+        recompute it, forever if none is left. With ``gather=False`` it only
+        waits for them. ``on_poll``, if given, is called between rounds and
+        may replace futures in the list.
         """
         since = None
         while True:
             try:
                 with self.client.as_current():  # (wait uses the current client)
                     distributed.wait(futures, timeout=_POLL)
+                if not gather:
+                    return None
                 return self.client.sync(
                     lambda: self.client.gather(futures, asynchronous=True),
                     callback_timeout=_GATHER_TIMEOUT,
@@ -624,6 +687,8 @@ class _DaskRows:
                 raise _lost_data_error() from error
             except (TimeoutError, asyncio.TimeoutError):
                 pass
+            if on_poll is not None:
+                on_poll()
             if self.client.scheduler_info().get("workers"):
                 since = None
             elif since is None:
