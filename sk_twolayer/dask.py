@@ -373,7 +373,7 @@ class _Group:
         self.worker, self.blocks = worker, blocks
 
 
-def _groups(client, futures, indices, placement=None):
+def _groups(client, futures, indices, placement):
     """Blocks ``indices`` grouped by the worker that holds them.
 
     A block held by several workers (a copy that a task fetched, until
@@ -388,7 +388,7 @@ def _groups(client, futures, indices, placement=None):
     by_worker = collections.defaultdict(list)
     for i in indices:
         holders = sorted(who_has.get(futures[i].key) or [None])
-        placed = None if placement is None else placement[i]
+        placed = placement[i]
         by_worker[placed if placed in holders else holders[0]].append(i)
     groups = []
     for worker, blocks in by_worker.items():
@@ -570,9 +570,11 @@ class _DaskRows:
                 blocks[i] = self.client.submit(
                     _moved, blocks[i], pure=False, workers=[placement[i]],
                     allow_other_workers=True)
-        return [worker if worker in holders else min(holders, default=None)
-                for worker, holders in ((w, who_has.get(b.key) or ())
-                                        for w, b in zip(placement, blocks))]
+        settled = []
+        for worker, block in zip(placement, blocks):
+            holders = who_has.get(block.key) or ()
+            settled.append(worker if worker in holders else min(holders, default=None))
+        return settled
 
     def _summaries(self, blocks, placement):
         """Each block's summary, computed where the block is.
