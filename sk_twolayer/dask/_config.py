@@ -1,0 +1,63 @@
+"""The settings of :mod:`sk_twolayer.dask`, kept in ``dask.config``.
+
+The defaults ship in ``sk-twolayer.yaml`` beside this file and are merged
+into Dask's configuration when the package is imported, as Dask's own
+libraries do; a user overrides them as any Dask setting. They are read on
+the client when a fit starts (:func:`settings`).
+"""
+
+import os
+from typing import NamedTuple
+
+import dask
+import yaml
+from dask.utils import parse_bytes, parse_timedelta
+
+_DEFAULTS = os.path.join(os.path.dirname(__file__), "sk-twolayer.yaml")
+
+with open(_DEFAULTS, encoding="utf-8") as _file:
+    dask.config.update_defaults(yaml.safe_load(_file))
+
+
+class Settings(NamedTuple):
+    """One fit's settings, read once from ``dask.config``."""
+
+    fan_in: int
+    task_bytes: int
+    balance: bool
+    poll_interval: float  # seconds
+    no_workers_timeout: float  # seconds
+    retries: int
+
+
+def settings():
+    """The current ``sk-twolayer.dask`` settings, checked."""
+    def get(name):
+        return dask.config.get(f"sk-twolayer.dask.{name}")
+
+    current = Settings(
+        fan_in=int(get("fan-in")),
+        task_bytes=parse_bytes(get("task-size")),
+        balance=bool(get("balance")),
+        poll_interval=parse_timedelta(get("poll-interval"), default="s"),
+        no_workers_timeout=parse_timedelta(get("no-workers-timeout"), default="s"),
+        retries=int(get("retries")),
+    )
+    if current.fan_in < 2:
+        raise ValueError(
+            f"sk-twolayer.dask.fan-in must be 2 or more, got {current.fan_in}."
+        )
+    if current.task_bytes <= 0:
+        raise ValueError(
+            f"sk-twolayer.dask.task-size must be positive, got {get('task-size')!r}."
+        )
+    if current.poll_interval <= 0 or current.no_workers_timeout <= 0:
+        raise ValueError(
+            "sk-twolayer.dask.poll-interval and no-workers-timeout must be "
+            "positive durations."
+        )
+    if current.retries < 0:
+        raise ValueError(
+            f"sk-twolayer.dask.retries must be 0 or more, got {current.retries}."
+        )
+    return current
