@@ -7,12 +7,13 @@ one thread each); the in-memory contender gets the same rows. Every fit runs
 ``--lbfgs-iter`` L-BFGS iterations (``tol=0``). One run measures:
 
 - **per-evaluation overhead**: each evaluation's wall time on the client
-  minus the compute time of its slowest task (from the scheduler's task
-  stream), against a bare task round trip on the same cluster (submit a
-  no-op, wait for its result);
+  minus the summed compute time of its tasks on its busiest worker (from
+  the scheduler's task stream), against a bare task round trip on the same
+  cluster (submit a no-op, wait for its result);
 - **one worker against the in-memory fit**, one BLAS thread each: the ratio
-  of the fit times (the Dask fit includes generating and persisting its
-  blocks);
+  of the fit times (the Dask fit includes making and preparing its
+  blocks), for blocks made on the workers and for blocks of an in-memory
+  array sent with ``da.from_array`` (which arrive unaligned);
 - **two workers against one**;
 - **Spark MLlib's MultilayerPerceptronClassifier** where pyspark is
   installed (``local[k]``, same layers and iterations, data cached before
@@ -59,6 +60,15 @@ def _dask_data(n_blocks, rows, d, c):
     return X, y
 
 
+def _from_array(X, y, n_blocks):
+    """X and y as a user brings an in-memory array: ``da.from_array``; its
+    blocks reach the workers over the network."""
+    import dask.array as da
+
+    rows = X.shape[0] // n_blocks
+    return (da.from_array(X, chunks=(rows, -1)), da.from_array(y, chunks=rows))
+
+
 def _noop():
     return None
 
@@ -103,36 +113,45 @@ def _round_trip(client, calls=60):
 
 
 def _evaluation_overheads(client, fit):
-    """Each evaluation's wall time minus its slowest task's compute time."""
+    """Each evaluation's wall time minus its busiest worker's compute time.
+
+    An evaluation's tasks on one worker (one thread) run one after another,
+    so the busiest worker's summed compute is the least an evaluation can
+    take; the rest is overhead: sending theta, scheduling, reducing,
+    receiving the result.
+    """
     from distributed import get_task_stream
 
-    import sk_twolayer.dask as skd
+    from sk_twolayer.dask._objective import DistributedObjective
 
     walls = []
-    terms = skd._DaskRows.terms
+    terms = DistributedObjective.terms
 
     def timed(self, part, *args):
         t = time.perf_counter()
         result = terms(self, part, *args)
         if part == "train":
-            walls.append((self._evaluations, time.perf_counter() - t))
+            walls.append((self.evaluations, time.perf_counter() - t))
         return result
 
-    skd._DaskRows.terms = timed
+    DistributedObjective.terms = timed
     try:
         with get_task_stream(client) as stream:
             fit()
     finally:
-        skd._DaskRows.terms = terms
-    compute = {}
+        DistributedObjective.terms = terms
+    busy = {}
     for task in stream.data:
         key = str(task["key"])
-        if "sk-twolayer-train-" not in key:
+        if not key.startswith("sk-twolayer-train-"):
             continue
-        evaluation = int(key.split("-")[-3])
+        # sk-twolayer-train-<token>-<evaluation>-<attempt>-...
+        evaluation = int(key.split("-")[4])
         seconds = sum(s["stop"] - s["start"] for s in task["startstops"]
                       if s["action"] == "compute")
-        compute[evaluation] = max(compute.get(evaluation, 0.0), seconds)
+        per_worker = busy.setdefault(evaluation, {})
+        per_worker[task["worker"]] = per_worker.get(task["worker"], 0.0) + seconds
+    compute = {e: max(w.values()) for e, w in busy.items()}
     return [wall - compute[e] for e, wall in walls if e in compute], \
         [compute[e] for e, _ in walls if e in compute]
 
@@ -219,10 +238,10 @@ def bench_dask(cfg, alternate, ratio):
             return quietly(lambda: TwoLayerSoftmaxClassifier(
                 **dict(params, max_iter=max_iter)).fit(X, y))
 
-    def on(workers, max_iter=cfg.lbfgs_iter):
+    def on(workers, max_iter=cfg.lbfgs_iter, data=(dX, dy)):
         clf = DaskTwoLayerSoftmaxClassifier(**dict(params, max_iter=max_iter))
         clf.client = clusters.client(workers)
-        return quietly(lambda: clf.fit(dX, dy))
+        return quietly(lambda: clf.fit(*data))
 
     try:
         result = {"available": True, "n": n, "d": d, "hidden": h, "classes": c,
@@ -249,16 +268,22 @@ def bench_dask(cfg, alternate, ratio):
             }
         result["overhead"] = overhead
 
-        # ---- one worker against the in-memory fit, two workers against one:
-        # the three contenders alternate, and each ratio is taken within a
-        # repeat
-        contenders = {"memory": in_memory, "one": lambda: on(1)}
+        # ---- one worker against the in-memory fit, for blocks made on the
+        # workers and for blocks sent from an in-memory array; two workers
+        # against one. The contenders alternate, and each ratio is taken
+        # within a repeat.
+        fX, fy = _from_array(X, y, n_blocks)
+        contenders = {"memory": in_memory, "one": lambda: on(1),
+                      "one_from_array": lambda: on(1, data=(fX, fy))}
         if cores >= 2:
             contenders["two"] = lambda: on(2)
         t = alternate(contenders, cfg.fit_repeats, warmup=0)
         result["one_worker"] = {"memory_s": float(np.median(t["memory"])),
                                 "dask_s": float(np.median(t["one"])),
-                                "time_ratio": ratio(t["one"], t["memory"])}
+                                "time_ratio": ratio(t["one"], t["memory"]),
+                                "from_array_s": float(np.median(t["one_from_array"])),
+                                "from_array_time_ratio": ratio(t["one_from_array"],
+                                                               t["memory"])}
         if cores >= 2:
             result["two_workers"] = {"one_s": float(np.median(t["one"])),
                                      "two_s": float(np.median(t["two"])),
@@ -316,13 +341,17 @@ def format_dask(result):
     for workers, o in r["overhead"].items():
         lines.append(
             f"    per evaluation, {workers} worker(s): overhead "
-            f"{o['overhead_s'] * 1e3:.1f} ms (wall - slowest task's compute "
+            f"{o['overhead_s'] * 1e3:.1f} ms (wall - busiest worker's compute "
             f"{o['compute_s'] * 1e3:.1f} ms) = {o['overhead_vs_round_trip']:.2f}x a "
             f"bare round trip of {o['round_trip_s'] * 1e3:.1f} ms "
             f"({o['evaluations']} evaluations)")
     one = r["one_worker"]
     lines.append(f"    1 worker {one['dask_s']:.2f} s vs in memory {one['memory_s']:.2f} s"
-                 f" (1 BLAS thread): time ratio {one['time_ratio']:.2f}")
+                 f" (1 BLAS thread): time ratio {one['time_ratio']:.2f} (blocks made "
+                 "on the workers)")
+    lines.append(f"    1 worker {one['from_array_s']:.2f} s vs in memory: time ratio "
+                 f"{one['from_array_time_ratio']:.2f} (blocks sent from an in-memory "
+                 "array, da.from_array)")
     if "two_workers" in r:
         two = r["two_workers"]
         lines.append(f"    2 workers {two['two_s']:.2f} s vs 1 worker {two['one_s']:.2f} s:"
@@ -340,4 +369,88 @@ def format_dask(result):
             f"{s['ours_per_iteration_s'] * 1e3:.0f} ms: speedup {s['speedup']:.2f}")
     else:
         lines.append(f"    Spark MLlib: skipped ({s['reason']})")
+    return lines
+
+
+# ------------------------------------------------- (h) at cluster scale
+def bench_dask_scale(cfg):
+    """Section (h): time per L-BFGS iteration against the number of workers.
+
+    A wide model (D=784, H=1024, C=10: P = 814,090 parameters, 6.2 MiB in
+    float64) on 20 rows per worker, so that compute is negligible and what
+    is timed is moving the parameters out and the gradients back. Worker
+    processes with one thread each; each figure is the difference of an
+    11-iteration and a 1-iteration fit, divided by the iterations between,
+    for each fan-in of the reduction tree (``sk-twolayer.dask.fan-in``; a
+    fan-in of at least the number of workers is a star around the root
+    worker). ``client_cpu_ms`` is the CPU time of this process per
+    iteration, which also runs the LocalCluster's scheduler.
+    """
+    try:
+        import dask
+        from distributed import Client, LocalCluster
+
+        from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier
+    except ImportError:
+        return {"available": False,
+                "reason": "the dask extra is not installed (pip install \".[dask]\")"}
+    d, h, c, rows = 784, 1024, 10, 20
+    if cfg.quick:
+        d, h = 20, 16
+    params = dict(hidden_size=h, tol=0.0, random_state=0)
+    table = []
+    for workers in [int(k) for k in cfg.scale_workers.split(",")]:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          host="127.0.0.1", dashboard_address=":0") as cluster, \
+                Client(cluster, set_as_default=False) as client:
+            client.wait_for_workers(workers)
+            X, y = _dask_data(workers, rows, d, c)
+            X, y = client.persist([X, y])
+            for fan_in in [int(f) for f in cfg.scale_fan_ins.split(",")]:
+                if fan_in >= 2 * max(workers, 2) and table and table[-1][
+                        "workers"] == workers and table[-1]["fan_in"] >= workers:
+                    continue  # the same star as the last fan-in
+                timings = {}
+                with dask.config.set({"sk-twolayer.dask.fan-in": fan_in}):
+                    for max_iter in (1, 11, 1, 11):  # the second pair is timed
+                        clf = DaskTwoLayerSoftmaxClassifier(**params, max_iter=max_iter)
+                        clf.client = client
+                        wall, cpu = time.perf_counter(), time.process_time()
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", ConvergenceWarning)
+                            clf.fit(X, y)
+                        timings[max_iter] = (time.perf_counter() - wall,
+                                             time.process_time() - cpu, clf.n_iter_)
+                (w1, c1, n1), (w11, c11, n11) = timings[1], timings[11]
+                between = max(n11 - n1, 1)
+                table.append({"workers": workers, "fan_in": fan_in,
+                              "ms_per_iteration": 1e3 * (w11 - w1) / between,
+                              "client_cpu_ms": 1e3 * (c11 - c1) / between,
+                              "iterations": between})
+    P = d * h + h * c + h + c
+    return {"available": True, "d": d, "hidden": h, "classes": c, "rows_per_worker": rows,
+            "parameters": P, "table": table}
+
+
+def format_dask_scale(result):
+    if not result or not result.get("available"):
+        return [f"(h) Dask at cluster scale: skipped "
+                f"({(result or {}).get('reason', 'not run')})"]
+    r = result
+    fan_ins = sorted({row["fan_in"] for row in r["table"]})
+    workers = sorted({row["workers"] for row in r["table"]})
+    cell = {(row["workers"], row["fan_in"]): row for row in r["table"]}
+    lines = [f"(h) data-parallel L-BFGS at cluster scale: D={r['d']} H={r['hidden']} "
+             f"C={r['classes']} (P={r['parameters']}), {r['rows_per_worker']} rows per "
+             "worker, worker processes with 1 thread each",
+             "    ms per iteration (client+scheduler CPU ms per iteration), by fan-in:",
+             "    | workers | " + " | ".join(f"fan-in {f}" for f in fan_ins) + " |",
+             "    |---" * (len(fan_ins) + 1) + "|"]
+    for k in workers:
+        cells = []
+        for f in fan_ins:
+            row = cell.get((k, f))
+            cells.append("" if row is None else
+                         f"{row['ms_per_iteration']:.0f} ({row['client_cpu_ms']:.0f})")
+        lines.append(f"    | {k} | " + " | ".join(cells) + " |")
     return lines

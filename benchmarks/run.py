@@ -25,7 +25,10 @@ Measures, in one process and on the same data:
     overhead against a bare task round trip, one worker against the
     in-memory fit, two workers against one, Spark MLlib's MLP where pyspark
     is installed, and the scaling curve where there are more cores (see
-    ``benchmarks/bench_dask.py``; needs the ``dask`` extra).
+    ``benchmarks/bench_dask.py``; needs the ``dask`` extra);
+(h) with ``--only dask_scale``: data-parallel L-BFGS at cluster scale, the
+    time per iteration of a wide model on 1 to 24 workers for each fan-in
+    of the reduction tree (not part of the default run).
 
 Every ratio is the median over repeats in which the two contenders run
 alternately (A, B, B, A, ...), because shared machines are noisy.
@@ -38,6 +41,7 @@ Usage::
     python benchmarks/run.py --only predict   # prediction latency alone
     python benchmarks/run.py --only device --device cuda  # on a GPU
     python benchmarks/run.py --only dask      # section (g) alone, ~7.5 minutes
+    python benchmarks/run.py --only dask_scale  # section (h) alone
 
 (*) Measured on 2026-11-30 on a 2-vCPU machine with PyTorch's CPU build and
 pyspark installed: 14 min 54 s, of which section (g), with Spark, took 7.5
@@ -107,6 +111,10 @@ def _dask_module():
 
 def bench_dask(cfg):
     return _dask_module().bench_dask(cfg, _alternate, _ratio)
+
+
+def bench_dask_scale(cfg):
+    return _dask_module().bench_dask_scale(cfg)
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
@@ -839,6 +847,9 @@ def format_table(results):
     if "device" in results:
         lines.append("")
         lines.extend(_device_module().format_device(results["device"]))
+    if "dask_scale" in results:
+        lines.append("")
+        lines.extend(_dask_module().format_dask_scale(results["dask_scale"]))
     if "dask" in results:
         lines.append("")
         lines.extend(_dask_module().format_dask(results["dask"]))
@@ -887,8 +898,13 @@ def parse_args(argv=None):
                    help="hidden units of section (g)")
     p.add_argument("--dask-blocks", type=int, default=10,
                    help="row blocks of the Dask array of section (g)")
+    p.add_argument("--scale-workers", default="1,2,4,8,16,24",
+                   help="numbers of workers of section (h)")
+    p.add_argument("--scale-fan-ins", default="2,4,8,64",
+                   help="fan-ins of the reduction tree in section (h)")
     p.add_argument("--only", default="roofline,mlp,memory,torch,predict,dask",
-                   help="comma-separated sections to run (add 'device' for f)")
+                   help="comma-separated sections to run (add 'device' for f, "
+                        "'dask_scale' for h)")
     p.add_argument("--json", default="benchmarks/results.json",
                    help="where to write the JSON results")
     p.add_argument("--memory-child", choices=("ours", "mlp"),
@@ -903,6 +919,7 @@ def parse_args(argv=None):
         args.predict_rows, args.predict_calls = 2000, 20
         args.device_n = 2000
         args.dask_n, args.dask_d, args.dask_hidden, args.dask_blocks = 2000, 10, 8, 4
+        args.scale_workers, args.scale_fan_ins = "1,2", "2"
     return args
 
 
@@ -925,7 +942,8 @@ def main(argv=None):
                 ("torch", "torch", bench_torch),
                 ("predict", "predict", bench_predict),
                 ("device", "device", bench_device),
-                ("dask", "dask", bench_dask)]
+                ("dask", "dask", bench_dask),
+                ("dask_scale", "dask_scale", bench_dask_scale)]
     for name, key, func in sections:
         if name in only:
             t0 = time.perf_counter()

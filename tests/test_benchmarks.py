@@ -118,7 +118,7 @@ def test_benchmark_dask_section(tmp_path):
     # Section (g) at tiny sizes: the clusters start, every figure is there,
     # and the data-parallel fit is the in-memory one (a check, not a timing).
     pytest.importorskip("distributed")
-    results = _run(tmp_path, "dask")
+    results = _run(tmp_path, "dask,dask_scale")
     g = results["dask"]
     assert g["available"]
     assert g["n_iter"][0] == g["n_iter"][1] and g["same_model_max_proba_gap"] < 1e-6
@@ -127,6 +127,7 @@ def test_benchmark_dask_section(tmp_path):
         assert row["overhead_vs_round_trip"] == pytest.approx(
             row["overhead_s"] / row["round_trip_s"])
     assert g["one_worker"]["time_ratio"] > 0
+    assert g["one_worker"]["from_array_time_ratio"] > 0  # both origins of blocks
     if g["cores"] > 2:  # the scaling curve only where there are the cores
         assert [p["workers"] for p in g["scaling"]][0] == 1
     else:
@@ -139,3 +140,9 @@ def test_benchmark_dask_section(tmp_path):
     else:
         assert g["spark"]["available"] and g["spark"]["per_iteration_s"] > 0
     assert "(g) data-parallel L-BFGS" in results["table"]
+    # Section (h): a row for each number of workers and fan-in asked for.
+    h = results["dask_scale"]
+    assert h["available"]
+    assert [(row["workers"], row["fan_in"]) for row in h["table"]] == [(1, 2), (2, 2)]
+    assert all(row["iterations"] >= 1 for row in h["table"])
+    assert "(h) data-parallel L-BFGS at cluster scale" in results["table"]

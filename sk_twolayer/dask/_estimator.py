@@ -90,15 +90,18 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
 
     On a Dask array chunked by rows, or a Dask dataframe (``X``), with Dask
     arrays or series for ``y`` and ``sample_weight``, ``solver="lbfgs"``
-    runs data-parallel: the blocks are validated and persisted once on the
-    workers; scipy's L-BFGS iterate stays here, and each evaluation of the
-    loss and gradient runs on the workers that hold the blocks. With the
-    same ``random_state`` the fit (without early stopping) is the in-memory
-    fit up to rounding, whatever the chunking and the number of workers. A
-    worker lost during
-    the fit loses nothing: its blocks are recomputed from their source.
-    ``"sgd"`` and ``"adam"`` do not run data-parallel: stream the blocks
-    through :meth:`partial_fit` with :class:`dask_ml.wrappers.Incremental`.
+    runs data-parallel: the blocks are checked and prepared once on the
+    workers (blocks without rows are fine); scipy's L-BFGS iterate stays
+    here, and each evaluation sends the parameters out once, evaluates the
+    loss and gradient on the workers that hold the blocks, and sums them in
+    a tree on the workers. With the same ``random_state`` the fit (without
+    early stopping) is the in-memory fit up to rounding, whatever the
+    chunking and the number of workers. A worker lost during the fit loses
+    nothing: its blocks are recomputed from their source. ``"sgd"`` and
+    ``"adam"`` do not run data-parallel: stream the blocks through
+    :meth:`partial_fit` with :class:`dask_ml.wrappers.Incremental`. The
+    settings of the data-parallel fit are in ``dask.config``, under
+    ``sk-twolayer.dask``.
 
     With ``early_stopping=True`` each row is held out with probability
     ``validation_fraction`` on the worker that holds it, the same rows for
@@ -107,7 +110,8 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
     one.
 
     After the fit the weights are numpy arrays; the prediction methods take
-    Dask input and return lazy Dask arrays with X's row blocks, and
+    Dask input and return lazy Dask arrays with X's row blocks (where a
+    ``client`` is set, they and :meth:`score` run on it), and
     :meth:`to_local` returns the plain estimator (for ONNX, skops, pickle).
 
     Parameters
@@ -118,10 +122,13 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
     ----------
 {attributes}
     client : distributed.Client or None
-        The Dask client to fit with, settable (``clf.client = client``); None
-        (the default) uses the current one, :func:`distributed.default_client`.
-        It is not a parameter: it is neither pickled nor carried over by
-        :func:`~sklearn.base.clone`, whose clones use the current client.
+        The Dask client to fit, score and predict with, settable
+        (``clf.client = client``); None (the default) uses the current one,
+        :func:`distributed.default_client`. Lazy predictions made with a
+        client set belong to it: compute them there
+        (``client.compute(clf.predict(X))``). It is not a parameter: it is
+        neither pickled nor carried over by :func:`~sklearn.base.clone`,
+        whose clones use the current client.
 
     See Also
     --------
