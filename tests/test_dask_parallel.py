@@ -39,7 +39,7 @@ from sk_twolayer import TwoLayerSoftmaxClassifier  # noqa: E402
 from sk_twolayer._loss import TwoLayerLoss  # noqa: E402
 from sk_twolayer._params import ParamLayout  # noqa: E402
 from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier  # noqa: E402
-from sk_twolayer.dask import _config, _faults, _objective, _placement, _worker  # noqa: E402
+from sk_twolayer.dask import _config, _faults, _placement, _worker  # noqa: E402
 from sk_twolayer.dask._rows import DaskRows  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
@@ -574,6 +574,7 @@ def test_score_and_lazy_predictions_run_on_the_estimators_client(client, digits)
             proba = other.compute(clf.predict_proba(dX)).result()
         assert score == pytest.approx(clf.score(X, y))
         np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=1e-12)
+
         def ours(tasks):
             return {name for t in tasks for name in ("hits", "apply")
                     if re.match(rf"\W*{name}-", str(t["key"]))}

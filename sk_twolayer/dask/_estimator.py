@@ -266,7 +266,7 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
                 f"TwoLayerSoftmaxClassifier(solver={self.solver!r}), ...)."
             )
         return DaskRows(self, self._current_client(), X, y, sample_weight,
-                         first_call)
+                        first_call)
 
     def _current_client(self):
         if self.client is not None:

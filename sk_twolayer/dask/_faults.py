@@ -18,7 +18,7 @@ import logging
 import time
 
 import distributed
-from distributed.scheduler import KilledWorker
+from distributed.scheduler import KilledWorker  # noqa: F401 (for the callers)
 
 logger = logging.getLogger("sk_twolayer.dask")
 

@@ -121,7 +121,7 @@ class DistributedObjective:
         sums = {}
         for k in reversed(range(len(plan.workers))):  # leaves first
             worker = plan.workers[k]
-            where = self._where(worker)
+            where = _placement.restriction(worker)
             terms = [
                 self.client.submit(
                     _worker.block_terms, spec, copies[k], worker,
@@ -150,7 +150,7 @@ class DistributedObjective:
             if len(plan.children(k)):
                 parent = self.client.submit(
                     _worker.relay, parent, key=f"{prefix}-relay-{k}", pure=False,
-                    priority=1, **self._where(plan.workers[k]))
+                    priority=1, **_placement.restriction(plan.workers[k]))
             copies.append(parent)
         self._last = (theta.copy(), plan.workers, copies)
         return copies
@@ -183,13 +183,6 @@ class DistributedObjective:
                                        key=f"{key}-{j}", pure=False, priority=1,
                                        **where)
         return total
-
-    @staticmethod
-    def _where(worker):
-        """Prefer ``worker``, but run anywhere where it is gone (or None)."""
-        if worker is None:
-            return {}
-        return {"workers": [worker], "allow_other_workers": True}
 
 
 class DistributedLoss:

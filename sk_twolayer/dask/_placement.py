@@ -54,6 +54,15 @@ def where(placed, holders):
     return holders[0] if holders else None
 
 
+def restriction(worker):
+    """Task options that prefer ``worker`` but let the task run anywhere
+    where it has gone (so that a lost worker never leaves a task waiting);
+    none for ``None``."""
+    if worker is None:
+        return {}
+    return {"workers": [worker], "allow_other_workers": True}
+
+
 class Plan(NamedTuple):
     """The tasks of one evaluation: which worker evaluates which blocks, in
     which tasks, and the tree that connects the workers.

@@ -35,10 +35,6 @@ from ._inputs import is_dask, meta, row_blocks
 from ._objective import DistributedLoss, DistributedObjective, Part
 
 
-def _where(worker):
-    return {} if worker is None else {"workers": [worker], "allow_other_workers": True}
-
-
 class DaskRows:
     """The training rows of a fit, as blocks on the workers of ``client``.
 
@@ -69,8 +65,8 @@ class DaskRows:
         # Where Dask knows the blocks' lengths, a block too large for any
         # worker is an error before it is read.
         itemsize = np.dtype(self.dtype).itemsize
-        self._check_room([n * self.n_features * itemsize for n in blocks.lengths
-                          if not np.isnan(n)])
+        self._check_room([0 if np.isnan(n) else n * self.n_features * itemsize
+                          for n in blocks.lengths])
         # Read from their source once; the checked blocks stay on the
         # workers until their prepared form replaces them.
         self._checked = self._check(blocks)
@@ -110,7 +106,7 @@ class DaskRows:
         beside what its process holds besides data.
         """
         workers = self.client.scheduler_info()["workers"]
-        if not nbytes or not workers:
+        if not any(nbytes) or not workers:
             return
         limits = [info.get("memory_limit") or 0 for info in workers.values()]
         if not all(limits):
@@ -193,7 +189,8 @@ class DaskRows:
         blocks = [
             self.client.submit(_worker.prepare_block, checked, int(offset),
                                labels=self.labels, per_class=self._per_class,
-                               split=split, pure=False, **_where(worker))
+                               split=split, pure=False,
+                               **_placement.restriction(worker))
             for checked, offset, worker in zip(self._checked, offsets, placed)
         ]
         # The prepared blocks replace the checked ones, which the cluster
@@ -245,10 +242,12 @@ class DaskRows:
         that ran elsewhere would fetch the whole block for it)."""
         self.watch.wait(blocks)
         who_has = self.client.who_has(blocks)
+        where = [_placement.where(worker, who_has.get(block.key) or ())
+                 for block, worker in zip(blocks, placed)]
         return self.watch.gather([
-            self.client.submit(_worker.summary_of, block, pure=False, **_where(
-                _placement.where(worker, who_has.get(block.key) or ())))
-            for block, worker in zip(blocks, placed)
+            self.client.submit(_worker.summary_of, block, pure=False,
+                               **_placement.restriction(worker))
+            for block, worker in zip(blocks, where)
         ])
 
     def _given(self, estimator, validation):
