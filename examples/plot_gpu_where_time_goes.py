@@ -6,9 +6,8 @@ With scikit-learn's Array API dispatch switched on,
 :class:`~sk_twolayer.TwoLayerSoftmaxClassifier` trains on PyTorch tensors
 where they live: on a GPU when there is one. This example fits the same
 model on the same data with each solver, on the best device present (a CUDA
-GPU, else Apple's MPS, else the CPU, which is what the documentation's own
-build has), and uses PyTorch's profiler to show what each fit spends its
-time on:
+GPU, else Apple's MPS, else the CPU), and uses PyTorch's profiler to show
+what each fit spends its time on:
 
 * **matrix products**, the work the model cannot avoid (``addmm``, ``mm``);
 * **other kernels**: the softmax, the ReLU and its derivative, the
@@ -20,6 +19,13 @@ time on:
 A large share of "everything else" says a fit is bound by the host, not by
 the device. That is what to expect from small minibatches on a GPU, and
 why larger batches and the full-batch L-BFGS use a GPU better.
+
+PyTorch is optional, and not part of the ``docs`` extra (a plain ``torch``
+requirement would pull its multi-GB CUDA build). Where it is not installed,
+this example still times the fits on numpy, and says in its output that the
+device fits, the profile and the chart were left out: nothing below is ever
+a figure measured on another machine or an earlier build. Install PyTorch
+and run the example to see them.
 """
 
 # %%
@@ -38,35 +44,48 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import sklearn
-import torch
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
-from torch.profiler import ProfilerActivity, profile
 
 from sk_twolayer import TwoLayerSoftmaxClassifier
 
-if torch.cuda.is_available():
+try:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+except ImportError:  # PyTorch is optional: then the fits run on numpy only
+    torch = None
+
+if torch is None:
+    device = None
+elif torch.cuda.is_available():
     device = torch.device("cuda")
 elif torch.backends.mps.is_available():
     device = torch.device("mps")
 else:
     device = torch.device("cpu")
-on_gpu = device.type == "cuda"
+on_gpu = device is not None and device.type == "cuda"
 n_samples = 200_000 if on_gpu else 20_000
 
 X, y = make_classification(n_samples=n_samples, n_features=256, n_informative=64,
                            n_classes=10, random_state=0)
 X = StandardScaler().fit_transform(X).astype(np.float32)
-X_device = torch.asarray(X, device=device)
-y_device = torch.asarray(y, device=device)
-print(f"device: {device}"
-      + (f" ({torch.cuda.get_device_name(device)})" if on_gpu else "")
-      + f"; {n_samples} samples, 256 features, 10 classes, float32")
+if device is None:
+    print("PyTorch is not installed where this ran: the fits below run on "
+          "numpy only; the device fits, their profile and the chart are left "
+          "out.")
+else:
+    X_device = torch.asarray(X, device=device)
+    y_device = torch.asarray(y, device=device)
+    print(f"device: {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if on_gpu else ""))
+print(f"{n_samples} samples, 256 features, 10 classes, float32")
 
 
 def sync():
     """Wait for the device to finish, so that timings include its work."""
+    if device is None:
+        return
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
@@ -81,14 +100,14 @@ def sync():
 # its own time ("self" time: without the operations it calls); on a GPU, the
 # time of its kernels on the device (on Apple's MPS it sees only the host's
 # side). Recording costs a little time per operation, so the shares come
-# from the profiled fit and the times from the timed one.
+# from the profiled fit and the times from the timed one. Without PyTorch,
+# only the same fits on numpy are timed.
 fits = {
     "L-BFGS, 20 iterations": dict(solver="lbfgs", max_iter=20),
     "SGD, 2 epochs, batch 200": dict(solver="sgd", batch_size=200, max_iter=2),
     "SGD, 2 epochs, batch 2048": dict(solver="sgd", batch_size=2048, max_iter=2),
 }
 PRODUCTS = {"aten::mm", "aten::addmm", "aten::mv", "aten::dot", "aten::matmul"}
-activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
 
 
 def fit(params, X, y):
@@ -107,8 +126,11 @@ def timed(func):
     return time.perf_counter() - start
 
 
-results = {}
-for name, params in fits.items():
+def profiled_fit(params):
+    """The device fit's time, and the shares of its time (products, other
+    kernels, everything else) under PyTorch's profiler."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu
+                                           else [])
     with sklearn.config_context(array_api_dispatch=True):
         fit(params, X_device[:2000], y_device[:2000])  # warm up
         wall = timed(lambda: fit(params, X_device, y_device))
@@ -125,40 +147,58 @@ for name, params in fits.items():
             products += spent
         else:
             other += spent
-    numpy_wall = timed(lambda: fit(params, X, y))  # the same fit on numpy
     shares = np.array([products, other, max(profiled - products - other, 0.0)])
-    results[name] = {"wall": wall, "numpy": numpy_wall,
-                     "shares": shares / profiled}
+    return wall, shares / profiled
 
-print(f"{'fit':<27} {'device s':>9} {'numpy s':>8}  products  other kernels  "
-      "everything else")
-for name, r in results.items():
-    products, other, rest = r["shares"]
-    print(f"{name:<27} {r['wall']:9.2f} {r['numpy']:8.2f}  {products:8.0%}  "
-          f"{other:13.0%}  {rest:15.0%}")
+
+results = {}
+for name, params in fits.items():
+    results[name] = {}
+    if device is not None:
+        results[name]["wall"], results[name]["shares"] = profiled_fit(params)
+    # The same fit on numpy.
+    results[name]["numpy"] = timed(lambda: fit(params, X, y))
+
+if device is None:
+    print(f"{'fit':<27} {'numpy s':>8}")
+    for name, r in results.items():
+        print(f"{name:<27} {r['numpy']:8.2f}")
+else:
+    print(f"{'fit':<27} {'device s':>9} {'numpy s':>8}  products  other kernels  "
+          "everything else")
+    for name, r in results.items():
+        products, other, rest = r["shares"]
+        print(f"{name:<27} {r['wall']:9.2f} {r['numpy']:8.2f}  {products:8.0%}  "
+              f"{other:13.0%}  {rest:15.0%}")
 
 # %%
 # "device s" is the fit on ``device``, "numpy s" the same fit with numpy
 # arrays on this machine's CPUs (with one BLAS thread while the
 # documentation builds, where PyTorch keeps its own threads).
 #
-# Where the time goes, as shares of each fit's time:
-labels = list(results)
-shares = np.array([r["shares"] for r in results.values()])
-fig, ax = plt.subplots(figsize=(7, 3))
-left = np.zeros(len(labels))
-for column, (part, color) in enumerate(zip(
-        ["matrix products", "other kernels", "everything else"],
-        ["tab:blue", "tab:orange", "tab:gray"])):
-    ax.barh(labels, shares[:, column], left=left, color=color, label=part)
-    left += shares[:, column]
-ax.set_xlim(0, 1)
-ax.set_xlabel("share of the fit's time")
-ax.set_title(f"Where the time goes on {device.type}")
-ax.invert_yaxis()
-ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.12), ncol=3, frameon=False)
-fig.tight_layout()
-plt.show()
+# Where the time goes, as shares of each fit's time (drawn only where
+# PyTorch is installed: the profile is PyTorch's):
+if device is None:
+    print("No chart: PyTorch is not installed where this ran, so no fit was "
+          "profiled.")
+else:
+    labels = list(results)
+    shares = np.array([r["shares"] for r in results.values()])
+    fig, ax = plt.subplots(figsize=(7, 3))
+    left = np.zeros(len(labels))
+    for column, (part, color) in enumerate(zip(
+            ["matrix products", "other kernels", "everything else"],
+            ["tab:blue", "tab:orange", "tab:gray"])):
+        ax.barh(labels, shares[:, column], left=left, color=color, label=part)
+        left += shares[:, column]
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the fit's time")
+    ax.set_title(f"Where the time goes on {device.type}")
+    ax.invert_yaxis()
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.12), ncol=3,
+              frameon=False)
+    fig.tight_layout()
+    plt.show()
 
 # %%
 # Reading the chart
