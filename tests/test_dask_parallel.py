@@ -236,6 +236,25 @@ def test_a_fit_spreads_blocks_held_by_one_worker(digits):
                 assert all(worker in who_has[objective.blocks[i].key] for i in task)
 
 
+def test_blocks_prepared_away_from_their_place_are_moved_there(client):
+    # (Work stealing may prepare a small block on an idle worker.)
+    a, b = sorted(client.nthreads())
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    prepared = [_worker.Prepared(_worker.Rows(X[i::4], np.zeros(10), np.ones(10)),
+                                 None, {}) for i in range(4)]
+    blocks = client.scatter(prepared, workers=[a])  # (a list: one future each)
+    rows = object.__new__(DaskRows)
+    rows.client, rows.settings = client, _config.settings()
+    rows.watch = _faults.Watch(client, rows.settings)
+    rows._settle(blocks, [b, b, None, a])
+    who_has = client.who_has(blocks)
+    assert [sorted(who_has[f.key]) for f in blocks] == [[b], [b], [a], [a]]
+    for i, got in enumerate(client.gather(blocks)):
+        np.testing.assert_array_equal(got.train.X, X[i::4])
+    # and those that travelled are aligned where they are now
+    assert _flags(client, blocks[:2], lambda p: _aligned(p.train.X)) == [True, True]
+
+
 def test_blocks_with_no_known_holder_are_evaluated_anywhere(client, digits):
     # (Between a worker's loss and the recomputation of its blocks, the
     # scheduler knows no holder for them: the tasks then go anywhere.)
@@ -607,19 +626,21 @@ def tight():
 
 def test_a_cluster_with_room_for_the_rows_once_fits_them(tight):
     c, limit = tight
-    # 120 MB of rows per worker: three times what they hold without spilling
-    X, y = make_classification(300_000, 100, n_informative=20, n_classes=3,
-                               random_state=0)
-    dX, dy = _dask(X, 15_000), _dask(y, 15_000)
+    # 120 MB of rows per worker, made on the workers: three times what they
+    # hold without spilling.
+    X, y = _generated(16, 15_000, 125)
     params = dict(hidden_size=8, max_iter=3, tol=0.0, random_state=0)
-    expected = TwoLayerSoftmaxClassifier(**params).fit(X, y)
-    got = _on(c, **params).fit(dX, dy)
-    assert got.n_iter_ == expected.n_iter_
-    np.testing.assert_allclose(got.predict_proba(X[:2000]),
-                               expected.predict_proba(X[:2000]), atol=PROBA_TOL)
+    got = _on(c, **params).fit(X, y)
     spilled = sum(info["metrics"]["spilled_bytes"]["disk"]
                   for info in c.scheduler_info()["workers"].values())
     assert spilled > 0, "the rows fitted in memory: the test tests nothing"
+    local = pd.concat([_partition(seed, 15_000, 125) for seed in range(16)])
+    columns = [f"x{j}" for j in range(125)]
+    expected = TwoLayerSoftmaxClassifier(**params).fit(local[columns], local.label)
+    assert got.n_iter_ == expected.n_iter_
+    np.testing.assert_allclose(got.predict_proba(local[columns][:2000]),
+                               expected.predict_proba(local[columns][:2000]),
+                               atol=PROBA_TOL)
 
 
 def test_a_block_too_large_for_any_worker_is_a_clear_error(tight, digits):
@@ -753,7 +774,7 @@ def test_the_settings_come_from_dask_config():
     assert (current.fan_in, current.poll_interval, current.task_bytes) == (
         7, 0.25, 2**20)
     for name, value in (("fan-in", 1), ("retries", -1), ("task-size", "0 B"),
-                        ("poll-interval", "0s")):
+                        ("poll-interval", "0s"), ("balance-rounds", -1)):
         with dask.config.set({f"sk-twolayer.dask.{name}": value}), \
                 pytest.raises(ValueError, match=f"sk-twolayer.dask.{name}"):
             _config.settings()

@@ -25,6 +25,7 @@ class Settings(NamedTuple):
     fan_in: int
     task_bytes: int
     balance: bool
+    balance_rounds: int
     poll_interval: float  # seconds
     no_workers_timeout: float  # seconds
     retries: int
@@ -39,6 +40,7 @@ def settings():
         fan_in=int(get("fan-in")),
         task_bytes=parse_bytes(get("task-size")),
         balance=bool(get("balance")),
+        balance_rounds=int(get("balance-rounds")),
         poll_interval=parse_timedelta(get("poll-interval"), default="s"),
         no_workers_timeout=parse_timedelta(get("no-workers-timeout"), default="s"),
         retries=int(get("retries")),
@@ -55,6 +57,11 @@ def settings():
         raise ValueError(
             "sk-twolayer.dask.poll-interval and no-workers-timeout must be "
             "positive durations."
+        )
+    if current.balance_rounds < 0:
+        raise ValueError(
+            "sk-twolayer.dask.balance-rounds must be 0 or more, got "
+            f"{current.balance_rounds}."
         )
     if current.retries < 0:
         raise ValueError(

@@ -30,10 +30,11 @@ class Watch:
     """Waits for futures of ``client``, looking at the cluster every
     ``settings.poll_interval`` seconds while it waits.
 
-    Without a single worker for ``settings.no_workers_timeout`` seconds, it
+    Without a single running worker (none at all, or all of them paused
+    for want of memory) for ``settings.no_workers_timeout`` seconds, it
     gives up with an error: nothing could finish. It never gives up on a
-    gather while workers are there, however long the results take to
-    arrive: a gather that makes progress is never cut off.
+    gather while a worker runs, however long the results take to arrive: a
+    gather that makes progress is never cut off.
     """
 
     def __init__(self, client, settings):
@@ -83,16 +84,29 @@ class Watch:
     def _poll(self, on_poll):
         if on_poll is not None:
             on_poll()
-        if self.client.scheduler_info().get("workers"):
+        workers = self.client.scheduler_info().get("workers") or {}
+        if any(info.get("status", "running") == "running"
+               for info in workers.values()):
             self._since = None
         elif self._since is None:
             self._since = time.monotonic()
         elif time.monotonic() - self._since > self.settings.no_workers_timeout:
+            wait = self.settings.no_workers_timeout
+            if workers:  # all of them paused, or closing
+                raise RuntimeError(
+                    f"No Dask worker has run a task for {wait:g} s: all "
+                    f"{len(workers)} are paused (their memory is above "
+                    "distributed.worker.memory.pause of their limit, and they "
+                    "cannot spill it) or closing, and the fit cannot go on. "
+                    "Give the workers more memory, use more workers, or pass "
+                    "float32 data; see the memory section of the docs. (The "
+                    "wait is the setting sk-twolayer.dask.no-workers-timeout.)"
+                )
             raise RuntimeError(
-                f"No Dask worker has been running for "
-                f"{self.settings.no_workers_timeout:g} s, and the fit cannot go on "
-                "without one. Start workers (or a new cluster) and fit again. "
-                "(The wait is the setting sk-twolayer.dask.no-workers-timeout.)"
+                f"No Dask worker has been running for {wait:g} s, and the fit "
+                "cannot go on without one. Start workers (or a new cluster) and "
+                "fit again. (The wait is the setting "
+                "sk-twolayer.dask.no-workers-timeout.)"
             )
 
 

@@ -197,6 +197,8 @@ class DaskRows:
         # releases once each is prepared (and recomputes from their source,
         # should a prepared block be lost).
         del self._checked
+        if self.settings.balance:
+            self._settle(blocks, placed)
         blocks += given
         placed += [None] * len(given)
         summaries = self._summaries(blocks, placed)
@@ -236,6 +238,29 @@ class DaskRows:
         if not self.settings.balance:
             return [_placement.where(None, h) for h in holders]
         return _placement.balance(self.client.nthreads(), holders, self._n_rows)
+
+    def _settle(self, blocks, placed):
+        """Move the blocks that were prepared away from their place there.
+
+        A preparation only prefers its placed worker (held to it, the
+        recomputation of a block lost with that worker would wait for it
+        forever), so Dask's work stealing can run it on an idle worker
+        instead, which undoes the balance (seen with distributed 2025.1).
+        Such blocks are moved, in up to ``balance-rounds`` rounds (a move
+        can be stolen too); ``blocks`` is updated in place.
+        """
+        for round_ in range(self.settings.balance_rounds + 1):
+            self.watch.wait(blocks)
+            who_has = self.client.who_has(blocks)
+            alive = self.client.nthreads()
+            astray = [i for i, worker in enumerate(placed)
+                      if worker in alive and worker not in who_has.get(blocks[i].key, ())]
+            if not astray or round_ == self.settings.balance_rounds:
+                return
+            for i in astray:
+                blocks[i] = self.client.submit(
+                    _worker.moved, blocks[i], pure=False,
+                    **_placement.restriction(placed[i]))
 
     def _summaries(self, blocks, placed):
         """Each prepared block's summary, computed where the block is (a task

@@ -217,6 +217,15 @@ def summary_of(prepared):
     return prepared.summary
 
 
+def moved(prepared):
+    """The block, aligned where it is now: run on a worker that does not
+    hold it, this moves it there (it arrives over the network)."""
+    def in_line(rows):
+        return None if rows is None else rows._replace(X=aligned(rows.X))
+
+    return prepared._replace(train=in_line(prepared.train), val=in_line(prepared.val))
+
+
 # ---------------------------------------------------------------- evaluating
 # Per worker process: for the latest fits (by token), each thread's loss
 # object. Older fits' scratch memory is dropped.
