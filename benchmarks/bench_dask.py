@@ -382,9 +382,10 @@ def bench_dask_scale(cfg):
     processes with one thread each; each figure is the difference of an
     11-iteration and a 1-iteration fit, divided by the iterations between,
     for each fan-in of the reduction tree (``sk-twolayer.dask.fan-in``; a
-    fan-in of at least the number of workers is a star around the root
-    worker). ``client_cpu_ms`` is the CPU time of this process per
-    iteration, which also runs the LocalCluster's scheduler.
+    fan-in of at least the number of workers less one is a star around the
+    root worker), the median over ``--fit-repeats`` repeats in which the
+    fan-ins alternate. ``client_cpu_ms`` is the CPU time of this process
+    per iteration, which also runs the LocalCluster's scheduler.
     """
     try:
         import dask
@@ -398,35 +399,46 @@ def bench_dask_scale(cfg):
     if cfg.quick:
         d, h = 20, 16
     params = dict(hidden_size=h, tol=0.0, random_state=0)
+
+    def fit(client, X, y, max_iter):
+        clf = DaskTwoLayerSoftmaxClassifier(**params, max_iter=max_iter)
+        clf.client = client
+        wall, cpu = time.perf_counter(), time.process_time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(X, y)
+        return time.perf_counter() - wall, time.process_time() - cpu, clf.n_iter_
+
     table = []
     for workers in [int(k) for k in cfg.scale_workers.split(",")]:
+        # Fan-ins that give the same tree (at least workers - 1) are one.
+        fan_ins = {}
+        for fan_in in [int(f) for f in cfg.scale_fan_ins.split(",")]:
+            fan_ins.setdefault(min(fan_in, max(workers - 1, 1)), fan_in)
+        fan_ins = list(fan_ins.values())
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                           host="127.0.0.1", dashboard_address=":0") as cluster, \
                 Client(cluster, set_as_default=False) as client:
             client.wait_for_workers(workers)
             X, y = _dask_data(workers, rows, d, c)
             X, y = client.persist([X, y])
-            for fan_in in [int(f) for f in cfg.scale_fan_ins.split(",")]:
-                if fan_in >= 2 * max(workers, 2) and table and table[-1][
-                        "workers"] == workers and table[-1]["fan_in"] >= workers:
-                    continue  # the same star as the last fan-in
-                timings = {}
-                with dask.config.set({"sk-twolayer.dask.fan-in": fan_in}):
-                    for max_iter in (1, 11, 1, 11):  # the second pair is timed
-                        clf = DaskTwoLayerSoftmaxClassifier(**params, max_iter=max_iter)
-                        clf.client = client
-                        wall, cpu = time.perf_counter(), time.process_time()
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore", ConvergenceWarning)
-                            clf.fit(X, y)
-                        timings[max_iter] = (time.perf_counter() - wall,
-                                             time.process_time() - cpu, clf.n_iter_)
-                (w1, c1, n1), (w11, c11, n11) = timings[1], timings[11]
-                between = max(n11 - n1, 1)
-                table.append({"workers": workers, "fan_in": fan_in,
-                              "ms_per_iteration": 1e3 * (w11 - w1) / between,
-                              "client_cpu_ms": 1e3 * (c11 - c1) / between,
-                              "iterations": between})
+            fit(client, X, y, 2)  # warm up the workers
+            runs = {f: [] for f in fan_ins}
+            for repeat in range(cfg.fit_repeats):
+                # The fan-ins alternate, in another order each repeat.
+                shift = repeat % len(fan_ins)
+                for fan_in in fan_ins[shift:] + fan_ins[:shift]:
+                    with dask.config.set({"sk-twolayer.dask.fan-in": fan_in}):
+                        w1, c1, n1 = fit(client, X, y, 1)
+                        w11, c11, n11 = fit(client, X, y, 11)
+                    between = max(n11 - n1, 1)
+                    runs[fan_in].append(((w11 - w1) / between, (c11 - c1) / between))
+            for fan_in, pairs in runs.items():
+                table.append({
+                    "workers": workers, "fan_in": fan_in,
+                    "ms_per_iteration": 1e3 * float(np.median([w for w, _ in pairs])),
+                    "client_cpu_ms": 1e3 * float(np.median([c for _, c in pairs])),
+                    "repeats": len(pairs)})
     P = d * h + h * c + h + c
     return {"available": True, "d": d, "hidden": h, "classes": c, "rows_per_worker": rows,
             "parameters": P, "table": table}
@@ -445,7 +457,7 @@ def format_dask_scale(result):
              "worker, worker processes with 1 thread each",
              "    ms per iteration (client+scheduler CPU ms per iteration), by fan-in:",
              "    | workers | " + " | ".join(f"fan-in {f}" for f in fan_ins) + " |",
-             "    |---" * (len(fan_ins) + 1) + "|"]
+             "    " + "|---" * (len(fan_ins) + 1) + "|"]
     for k in workers:
         cells = []
         for f in fan_ins:
