@@ -39,7 +39,7 @@ from sk_twolayer import TwoLayerSoftmaxClassifier  # noqa: E402
 from sk_twolayer._loss import TwoLayerLoss  # noqa: E402
 from sk_twolayer._params import ParamLayout  # noqa: E402
 from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier  # noqa: E402
-from sk_twolayer.dask import _config, _faults, _placement, _worker  # noqa: E402
+from sk_twolayer.dask import _config, _faults, _objective, _placement, _worker  # noqa: E402
 from sk_twolayer.dask._rows import DaskRows  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
@@ -295,7 +295,7 @@ def test_float32_data_stay_float32_on_the_workers(client, digits):
     # The workers evaluated the loss in float32.
     dtypes = client.run(lambda: sorted({str(loss.layout.dtype)
                                         for per_thread in _worker._LOSSES.values()
-                                        for loss in per_thread.values()}))
+                                        for loss, _ in per_thread.values()}))
     assert "float32" in set().union(*dtypes.values())
     # A whole fit gives a float32 model that predicts as the in-memory one
     # (after 50 iterations in float32, rounding has moved the weights apart
@@ -756,13 +756,39 @@ def test_the_sum_over_a_tree_of_workers_is_the_in_memory_one(digits):
 
 
 def test_two_fits_on_the_same_cluster_agree_bit_for_bit(client, digits):
+    # The same placement (one block on each worker, where nothing can be
+    # stolen), the same plan, the same order of the sums: the same bits.
     X, y = digits
-    dX, dy = _dask(X, 300).persist(), _dask(y, 300).persist()
-    first, second = (DaskTwoLayerSoftmaxClassifier(**PARAMS).fit(dX, dy)
-                     for _ in range(2))
-    for a, b in zip(first.coefs_ + first.intercepts_,
+    a, b = sorted(client.nthreads())
+    parts = [(X[:900], y[:900], a), (X[900:], y[900:], b)]
+    dX = da.concatenate([
+        da.from_delayed(client.scatter(x, workers=[w]), shape=x.shape, dtype=x.dtype)
+        for x, _, w in parts])
+    dy = da.concatenate([
+        da.from_delayed(client.scatter(t, workers=[w]), shape=t.shape, dtype=t.dtype)
+        for _, t, w in parts])
+    plans, fits = [], []
+    original = _objective.DistributedObjective.plan
+
+    def recording(self, part):
+        plan = original(self, part)
+        plans.append(plan)
+        return plan
+
+    _objective.DistributedObjective.plan = recording
+    try:
+        for _ in range(2):
+            plans.append(None)  # (a fit's plans follow)
+            fits.append(DaskTwoLayerSoftmaxClassifier(**PARAMS).fit(dX, dy))
+    finally:
+        _objective.DistributedObjective.plan = original
+    first, second = fits
+    cut = plans.index(None, 1)
+    assert set(plans[1:cut]) == set(plans[cut + 1:]) and len(set(plans[1:cut])) == 1
+    assert plans[1].workers == (a, b)
+    for x, z in zip(first.coefs_ + first.intercepts_,
                     second.coefs_ + second.intercepts_):
-        assert np.array_equal(a, b)
+        assert np.array_equal(x, z)
 
 
 def test_the_settings_come_from_dask_config():

@@ -235,20 +235,21 @@ _KEEP_FITS = 2
 
 
 def loss_for(spec):
-    """The loss object of this fit and thread, kept across evaluations, as
-    the in-memory L-BFGS keeps its one loss object: the scratch memory is
-    allocated once per fit."""
+    """The loss object of this fit and thread, and a gradient buffer, kept
+    across evaluations, as the in-memory L-BFGS keeps its one loss object:
+    the scratch memory is allocated once per fit."""
     with _LOSSES_LOCK:
         per_thread = _LOSSES.setdefault(spec.token, {})
         _LOSSES.move_to_end(spec.token)
         while len(_LOSSES) > _KEEP_FITS:
             _LOSSES.popitem(last=False)
-        loss = per_thread.get(threading.get_ident())
-        if loss is None:
-            loss = per_thread[threading.get_ident()] = TwoLayerLoss(
-                ParamLayout(*spec.shape, dtype=spec.dtype),
-                activation=spec.activation)
-    return loss
+        kept = per_thread.get(threading.get_ident())
+        if kept is None:
+            layout = ParamLayout(*spec.shape, dtype=spec.dtype)
+            kept = per_thread[threading.get_ident()] = (
+                TwoLayerLoss(layout, activation=spec.activation),
+                np.empty(layout.size, dtype=layout.dtype))
+    return kept
 
 
 def block_terms(spec, theta, planned, *blocks):
@@ -260,7 +261,7 @@ def block_terms(spec, theta, planned, *blocks):
     validation loss and accuracy. ``planned`` is the worker the plan put
     this task on.
     """
-    loss = loss_for(spec)
+    loss, buffer = loss_for(spec)
     value = np.zeros(1 if spec.part == "train" else 2)
     grad = np.zeros(loss.layout.size) if spec.part == "train" else None
     for block in blocks:
@@ -269,7 +270,7 @@ def block_terms(spec, theta, planned, *blocks):
         if spec.part == "train":
             share, g = loss.data_loss_gradient(
                 theta, X, y, None if spec.uniform else sample_weight,
-                weight_sum=spec.weight_sum)
+                grad=buffer, weight_sum=spec.weight_sum)
             value[0] += share
             grad += g
         else:
