@@ -28,6 +28,7 @@ class Settings(NamedTuple):
     balance_rounds: int
     poll_interval: float  # seconds
     no_workers_timeout: float  # seconds
+    evaluation_timeout: float | None  # seconds; None: no limit
     retries: int
 
 
@@ -43,6 +44,8 @@ def settings():
         balance_rounds=int(get("balance-rounds")),
         poll_interval=parse_timedelta(get("poll-interval"), default="s"),
         no_workers_timeout=parse_timedelta(get("no-workers-timeout"), default="s"),
+        evaluation_timeout=(None if get("evaluation-timeout") is None else
+                            parse_timedelta(get("evaluation-timeout"), default="s")),
         retries=int(get("retries")),
     )
     if current.fan_in < 2:
@@ -57,6 +60,11 @@ def settings():
         raise ValueError(
             "sk-twolayer.dask.poll-interval and no-workers-timeout must be "
             "positive durations."
+        )
+    if current.evaluation_timeout is not None and current.evaluation_timeout <= 0:
+        raise ValueError(
+            "sk-twolayer.dask.evaluation-timeout must be a positive duration, "
+            f"or null for no limit; got {get('evaluation-timeout')!r}."
         )
     if current.balance_rounds < 0:
         raise ValueError(
