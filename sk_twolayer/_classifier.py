@@ -190,7 +190,8 @@ class _InMemoryRows:
     elsewhere (on the workers of a Dask cluster, :mod:`sk_twolayer.dask`)
     share the whole fit: ``ops``, ``labels`` (host), ``dtype``,
     ``n_features``; after :meth:`hold_out`, the training rows ``X``, ``y``,
-    ``sample_weight``, their count ``n_samples`` and ``solver_weight``.
+    ``sample_weight``, their count ``n_samples`` and ``solver_weight``;
+    and :meth:`close` when the fit ends.
     """
 
     def __init__(self, ops, X, y, sample_weight, labels):
@@ -207,6 +208,9 @@ class _InMemoryRows:
     def objective(self, loss):
         """The loss the solvers call on these rows: the in-memory one."""
         return loss
+
+    def close(self):
+        """Nothing to release: the rows are the caller's arrays."""
 
     def hold_out(self, estimator, validation, rng, incremental):
         """Set aside the validation rows; the validation dict, or None.
@@ -626,8 +630,15 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
              validation=(None, None, None)):
         fitted = hasattr(self, "coefs_")
         first_call = not fitted or not (incremental or self.warm_start)
-        rows = self._training_rows(X, y, sample_weight, incremental, classes,
-                                   first_call)
+        # What the rows hold (on a Dask cluster: blocks, tasks, scratch
+        # memory) is released when the fit ends, whatever the outcome.
+        with contextlib.closing(self._training_rows(
+                X, y, sample_weight, incremental, classes, first_call)) as rows:
+            return self._fit_rows(rows, first_call, incremental, validation)
+
+    def _fit_rows(self, rows, first_call, incremental, validation):
+        """The fit on ``rows`` (:class:`_InMemoryRows`, or rows kept
+        elsewhere with its interface)."""
         ops, labels = rows.ops, rows.labels
         layout = ParamLayout(rows.n_features, self.hidden_size, labels.size,
                              rows.dtype)

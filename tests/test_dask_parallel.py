@@ -21,6 +21,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 _REASON = "needs the dask extra: pip install 'sk-twolayer[dask]'"
 da = pytest.importorskip("dask.array", reason=_REASON)
@@ -171,8 +172,9 @@ def test_the_plan_is_a_tree_of_fan_in_over_the_workers_in_a_fixed_order():
     workers = [f"tcp://w{k:02d}" for k in range(11)]
     locations = {i: workers[i % 11] for i in range(40)}
     locations[40] = None  # a block whose holder is unknown: anywhere, last
-    plan = _placement.plan(locations, range(41), 3, dict.fromkeys(workers, 1),
-                           dict.fromkeys(range(41), 10), lambda w: 25)
+    infos = dict.fromkeys(workers, _faults.WorkerInfo(1, 0, 0, True))
+    plan = _placement.plan(locations, range(41), 3, infos,
+                           dict.fromkeys(range(41), 10), 25)
     assert plan.workers == tuple(workers) + (None,)
     # Every worker but the root has one parent, and none more than 3 children.
     parents = [plan.parent(k) for k in range(len(plan.workers))]
@@ -186,8 +188,8 @@ def test_the_plan_is_a_tree_of_fan_in_over_the_workers_in_a_fixed_order():
     assert sorted(i for per_worker in plan.tasks for task in per_worker
                   for i in task) == list(range(41))
     # The same input, the same plan (so the same order of the sums).
-    assert _placement.plan(locations, range(41), 3, dict.fromkeys(workers, 1),
-                           dict.fromkeys(range(41), 10), lambda w: 25) == plan
+    assert _placement.plan(locations, range(41), 3, infos,
+                           dict.fromkeys(range(41), 10), 25) == plan
 
 
 @pytest.mark.parametrize("case", [
@@ -230,10 +232,11 @@ def test_a_fit_spreads_blocks_held_by_one_worker(digits):
         # block that work stealing prepared elsewhere is evaluated there)
         assert sorted(rows.values()) == [897, 900], rows
         # and each evaluation runs its tasks where their blocks are
-        who_has = c.who_has(objective.blocks)
+        blocks = objective.placed.blocks
+        who_has = c.who_has(blocks)
         for worker, tasks in zip(plan.workers, plan.tasks):
             for task in tasks:
-                assert all(worker in who_has[objective.blocks[i].key] for i in task)
+                assert all(worker in who_has[blocks[i].key] for i in task)
 
 
 def test_blocks_prepared_away_from_their_place_are_moved_there(client):
@@ -243,10 +246,8 @@ def test_blocks_prepared_away_from_their_place_are_moved_there(client):
     prepared = [_worker.Prepared(_worker.Rows(X[i::4], np.zeros(10), np.ones(10)),
                                  None, {}) for i in range(4)]
     blocks = client.scatter(prepared, workers=[a])  # (a list: one future each)
-    rows = object.__new__(DaskRows)
-    rows.client, rows.settings = client, _config.settings()
-    rows.watch = _faults.Watch(client, rows.settings)
-    rows._settle(blocks, [b, b, None, a])
+    _placement.settle(client, _faults.Watch(client, _config.settings()), blocks,
+                      [b, b, None, a], rounds=2)
     who_has = client.who_has(blocks)
     assert [sorted(who_has[f.key]) for f in blocks] == [[b], [b], [a], [a]]
     for i, got in enumerate(client.gather(blocks)):
@@ -395,6 +396,41 @@ def test_a_validation_set_scores_as_in_memory(client, digits):
         _assert_same_model(got, expected, X)
 
 
+def test_a_validation_set_in_every_form(client, digits):
+    # Whatever the in-memory estimator takes as X_val: numpy of any width
+    # (wider than a Dask chunk, which da.from_array would cut along its
+    # columns), CSR, pandas, Dask arrays and dataframes.
+    X, y = digits
+    columns = [f"p{k}" for k in range(X.shape[1])]
+    X_val, y_val = X[::4] + 0.05, y[::4]
+    params = dict(PARAMS, max_iter=8)
+    expected = TwoLayerSoftmaxClassifier(**params).fit(X, y, X_val=X_val, y_val=y_val)
+    forms = {
+        "numpy": X_val,
+        "csr": sp.csr_matrix(X_val),
+        "pandas": pd.DataFrame(X_val, columns=columns),
+        "dask array": _dask(X_val, 100),
+        "dask dataframe": dd.from_pandas(pd.DataFrame(X_val, columns=columns),
+                                         npartitions=3),
+    }
+    for name, form in forms.items():
+        train = (dd.from_pandas(pd.DataFrame(X, columns=columns), npartitions=3)
+                 if name in ("pandas", "dask dataframe") else _dask(X, 500))
+        labels = (dd.from_pandas(pd.Series(y_val), npartitions=3)
+                  if name == "dask dataframe" else
+                  _dask(y_val, 100) if name == "dask array" else y_val)
+        y_train = (dd.from_pandas(pd.Series(y), npartitions=3)
+                   if name in ("pandas", "dask dataframe") else _dask(y, 500))
+        # (In memory: a Dask chunk of 8 rows, which da.from_array would fill
+        # with a square of rows and columns.)
+        with dask.config.set({"array.chunk-size": "4kB"}):
+            got = DaskTwoLayerSoftmaxClassifier(**params).fit(
+                train, y_train, X_val=form, y_val=labels)
+        np.testing.assert_allclose(got.validation_loss_curve_,
+                                   expected.validation_loss_curve_, rtol=1e-9,
+                                   err_msg=name)
+
+
 # ------------------------------------------------ the data users really have
 EMPTY = {
     "first": (0, 900, 897),
@@ -472,8 +508,8 @@ def test_a_block_of_only_validation_rows(client, digits):
     data = DaskRows(est, client, _dask(X, rows), _dask(y, rows), None, first_call=True)
     loss = data.objective(TwoLayerLoss(ParamLayout(64, 8, 10)))
     validation = data.hold_out(est, (None, None, None), np.random.RandomState(0), False)
-    _, _, parts, _ = data._prepared
-    only_val = set(parts["val"].blocks) - set(parts["train"].blocks)
+    parts = data._placed.parts
+    only_val = set(parts.val.blocks) - set(parts.train.blocks)
     assert only_val and only_val < set(range(12)), parts  # one-row blocks, held out
     theta = np.random.default_rng(0).normal(scale=0.3, size=loss.layout.size)
     assert np.isfinite(loss.loss_gradient(theta)[0])
@@ -555,7 +591,7 @@ def test_blocks_received_over_the_network_are_aligned_where_they_stay(client):
         assert not all(received), name
         data.objective(TwoLayerLoss(ParamLayout(30, 8, 2)))
         data.hold_out(est, (None, None, None), None, False)
-        blocks = data._prepared[0]
+        blocks = data._placed.blocks
         assert all(_flags(client, blocks, lambda b: _aligned(b.train.X))), name
         if name == "scattered and moved":
             holders = {w for ws in client.who_has(blocks).values() for w in ws}
@@ -578,28 +614,148 @@ def test_the_prediction_path_aligns_its_blocks():
     assert seen == [True, True]
 
 
-# -------------------------------------------------- on the estimator's client
-def test_score_and_lazy_predictions_run_on_the_estimators_client(client, digits):
+# ------------------------------------------------------------- every worker
+def test_every_worker_is_seen_and_all_its_threads_work(monkeypatch):
+    # Six workers of two threads. From distributed 2025.10 through 2026.6,
+    # Client.scheduler_info() lists five workers unless asked for all: the
+    # sixth would count as one thread (and hold no blocks, or evaluate its
+    # blocks one after the other). Every thread of every worker must be
+    # busy at once in an evaluation: all twelve block evaluations meet at
+    # a barrier, which breaks if they cannot all run at the same time.
+    X, y = make_classification(1200, 10, n_informative=5, n_classes=3,
+                               random_state=0)
+    barrier = threading.Barrier(12, timeout=20)
+    original = TwoLayerLoss.data_loss_gradient
+
+    def meeting(self, *args, **kwargs):
+        barrier.wait()
+        return original(self, *args, **kwargs)
+
+    with LocalCluster(n_workers=6, threads_per_worker=2, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        c.wait_for_workers(6)
+        est = _on(c, hidden_size=8)
+        data = DaskRows(est, c, _dask(X, 100), _dask(y, 100), None, first_call=True)
+        layout = ParamLayout(10, 8, 3)
+        local = TwoLayerLoss(layout)
+        loss = data.objective(local)
+        data.hold_out(est, (None, None, None), None, False)
+        theta = np.random.default_rng(0).normal(scale=0.3, size=layout.size)
+        monkeypatch.setattr(TwoLayerLoss, "data_loss_gradient", meeting)
+        value, grad = loss.loss_gradient(theta)
+        monkeypatch.undo()
+        data.close()
+        workers = _faults.workers_of(c)
+    assert not barrier.broken
+    assert len(workers) == 6 and {w.nthreads for w in workers.values()} == {2}
+    expected_value, expected_grad = local.loss_gradient(theta, X, y)
+    assert value == pytest.approx(expected_value, rel=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-10,
+                               atol=1e-12 * np.abs(expected_grad).max())
+
+
+def test_the_memory_check_sees_every_worker():
+    info = _faults.WorkerInfo
+    small = {f"w{k}": info(1, 100 * 2**20, 20 * 2**20, True) for k in range(5)}
+    large = dict(small, w5=info(1, 1000 * 2**20, 20 * 2**20, True))
+    block = [0, 200 * 2**20]  # twice that fits only in the sixth worker
+    _placement.check_room(block, large, 0.8)
+    with pytest.raises(MemoryError, match=r"Row block 1 of X takes 200 MiB.*"
+                                          r"the 5 workers have at most 60 MiB"):
+        _placement.check_room(block, small, 0.8)
+    # Unknown sizes count for nothing; a worker without a limit takes any.
+    _placement.check_room([0, 0], small, 0.8)
+    _placement.check_room(block, dict(small, w5=info(1, 0, 0, True)), 0.8)
+
+
+def _sparse_block(seed, rows, d):
+    """A CSR block of 0.1% density (without a dense step, which would take
+    what the tight workers do not have), and its labels."""
+    rng = np.random.default_rng(seed)
+    nnz = rows * d // 1000
+    X = sp.csr_matrix((rng.normal(size=nnz), (rng.integers(0, rows, nnz),
+                                              rng.integers(0, d, nnz))),
+                      shape=(rows, d))
+    return X, rng.integers(0, 3, rows)
+
+
+def test_a_sparse_block_counts_for_what_it_holds(tight):
+    # Blocks of 240 MB dense, 0.4 MB as the CSR matrices they are, made on
+    # the workers: they fit, where counted dense they would not.
+    c, limit = tight
+    rows, d = 15_000, 2_000
+    parts = [dask.delayed(_sparse_block, pure=True)(seed, rows, d) for seed in range(3)]
+    dX = da.concatenate([da.from_delayed(p[0], shape=(rows, d), dtype=float,
+                                         meta=sp.csr_matrix((0, 0)))
+                         for p in parts])
+    dy = da.concatenate([da.from_delayed(p[1], shape=(rows,), dtype=np.int64)
+                         for p in parts])
+    # Counted dense, no worker could take one (it has less room than this).
+    assert 2 * rows * d * 8 > limit * dask.config.get("distributed.worker.memory.pause")
+    params = dict(hidden_size=4, max_iter=2, tol=0.0, random_state=0)
+    got = _on(c, **params).fit(dX, dy)
+    local = [_sparse_block(seed, rows, d) for seed in range(3)]
+    X, y = sp.vstack([x for x, _ in local]).tocsr(), np.concatenate([t for _, t in local])
+    expected = TwoLayerSoftmaxClassifier(**params).fit(X, y)
+    np.testing.assert_allclose(got.predict_proba(X[:500]),
+                               expected.predict_proba(X[:500]), atol=PROBA_TOL)
+
+
+# ------------------------------------------- lazy results belong to no cluster
+def _model_keys(lazy):
+    return [k for k in dict(lazy.__dask_graph__())
+            if str(k).startswith("sk-twolayer-model-")]
+
+
+def test_lazy_predictions_compute_on_any_client(client, digits):
+    # The model fitted on one cluster (the estimator's client), its lazy
+    # predictions computed on another, the default client's: the model
+    # travels in the graph, once, and no future of the first cluster does.
     X, y = digits
+    columns = [f"p{k}" for k in range(X.shape[1])]
+    frame = pd.DataFrame(X, columns=columns)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=":0") as cluster, \
             Client(cluster, set_as_default=False) as other:
         assert distributed.default_client() is client  # not the estimator's
-        clf = _on(other, **dict(PARAMS, max_iter=5)).fit(_dask(X, 600), _dask(y, 600))
-        dX, dy = _dask(X, 700), _dask(y, 700)
+        fitted = _on(other, **dict(PARAMS, max_iter=5)).fit(_dask(X, 600), _dask(y, 600))
+        on_frames = _on(other, **dict(PARAMS, max_iter=5)).fit(
+            dd.from_pandas(frame, npartitions=3), dd.from_pandas(pd.Series(y),
+                                                                 npartitions=3))
+        models = {"client set": (fitted, _dask(X, 700)),
+                  "pickled": (pickle.loads(pickle.dumps(fitted)), _dask(X, 700)),
+                  "dataframe": (on_frames, dd.from_pandas(frame, npartitions=4))}
         with distributed.get_task_stream(other) as theirs, \
                 distributed.get_task_stream(client) as default:
-            score = clf.score(dX, dy)
-            proba = other.compute(clf.predict_proba(dX)).result()
-        assert score == pytest.approx(clf.score(X, y))
-        np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=1e-12)
+            for name, (model, data) in models.items():
+                local = model.to_local()
+                for method in ("predict", "predict_proba", "predict_log_proba",
+                               "decision_function"):
+                    lazy = getattr(model, method)(data)
+                    assert len(_model_keys(lazy)) == 1, (name, method)
+                    np.testing.assert_allclose(
+                        lazy.compute(), getattr(local, method)(frame if name ==
+                                                               "dataframe" else X),
+                        rtol=1e-12, err_msg=f"{name}: {method}")
+            # score runs on the estimator's client
+            assert fitted.score(_dask(X, 700), _dask(y, 700)) == pytest.approx(
+                fitted.score(X, y))
 
         def ours(tasks):
             return {name for t in tasks for name in ("hits", "apply")
                     if re.match(rf"\W*{name}-", str(t["key"]))}
 
-        assert ours(theirs.data) == {"hits", "apply"}
-        assert ours(default.data) == set()
+        assert ours(default.data) == {"apply"}
+        assert ours(theirs.data) == {"hits"}
+    # A clone, fitted on the default client, computed on a third cluster
+    # (whose client computes it explicitly), after the first one closed.
+    cloned = clone(fitted).fit(_dask(X, 600), _dask(y, 600))
+    lazy = cloned.predict_proba(_dask(X, 900))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as third:
+        np.testing.assert_allclose(third.compute(lazy).result(),
+                                   cloned.predict_proba(X), rtol=1e-12)
 
 
 # ------------------------------------------------------------ memory and faults
@@ -675,6 +831,21 @@ def test_an_evaluation_whose_worker_died_too_often_is_tried_again(killable, capl
     assert got.n_iter_ == expected.n_iter_
     np.testing.assert_allclose(got.predict_proba(X), expected.predict_proba(X),
                                atol=PROBA_TOL)
+    # With no tries left, the same loss is a clear error, and the model stays.
+    c = killable.ready()
+    before = _unchanged(got)
+    c.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler,
+                                                      "allowed_failures", 0))
+    try:
+        c.run(_install_kill, "train", 3, str(tmp_path / "killed-again"))
+        with dask.config.set({"sk-twolayer.dask.retries": 0}), \
+                pytest.raises(RuntimeError, match=r"failed 1 times.*KilledWorker.*"
+                                                  r"sk-twolayer.dask.retries, 0"):
+            got.fit(_dask(X, 250), _dask(y, 250))
+    finally:
+        c.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler,
+                                                          "allowed_failures", 3))
+    assert _unchanged(got) == before
 
 
 # ------------------------------------------------ what travels, and in what order
@@ -793,14 +964,17 @@ def test_two_fits_on_the_same_cluster_agree_bit_for_bit(client, digits):
 
 def test_the_settings_come_from_dask_config():
     assert _config.settings().fan_in == dask.config.get("sk-twolayer.dask.fan-in")
+    assert _config.settings().evaluation_timeout is None  # no limit by default
     with dask.config.set({"sk-twolayer.dask.fan-in": 7,
                           "sk-twolayer.dask.poll-interval": "250ms",
-                          "sk-twolayer.dask.task-size": "1 MiB"}):
+                          "sk-twolayer.dask.task-size": "1 MiB",
+                          "sk-twolayer.dask.evaluation-timeout": "2 minutes"}):
         current = _config.settings()
-    assert (current.fan_in, current.poll_interval, current.task_bytes) == (
-        7, 0.25, 2**20)
+    assert (current.fan_in, current.poll_interval, current.task_bytes,
+            current.evaluation_timeout) == (7, 0.25, 2**20, 120)
     for name, value in (("fan-in", 1), ("retries", -1), ("task-size", "0 B"),
-                        ("poll-interval", "0s"), ("balance-rounds", -1)):
+                        ("poll-interval", "0s"), ("balance-rounds", -1),
+                        ("evaluation-timeout", "0s")):
         with dask.config.set({f"sk-twolayer.dask.{name}": value}), \
                 pytest.raises(ValueError, match=f"sk-twolayer.dask.{name}"):
             _config.settings()
@@ -1152,6 +1326,230 @@ def test_a_gather_that_takes_longer_than_a_poll_is_never_cut_off(client):
     assert not thread.is_alive(), "the gather was cut off and started again"
     assert [float(b[0]) for b in got[0]] == [float(i) for i in range(8)]
     assert polls, "the gather took less than one poll: make the results larger"
+
+
+# ------------------------------------------------------ nothing left behind
+def _left_on(client):
+    """The tasks the scheduler holds, and, per worker, the keys it holds and
+    the loss objects (our per-fit scratch) alive in its process."""
+    def scratch():
+        import gc
+
+        from sk_twolayer._loss import TwoLayerLoss
+        from sk_twolayer.dask import _worker as module
+
+        gc.collect()
+        return (len(module._LOSSES),
+                sum(isinstance(o, TwoLayerLoss) for o in gc.get_objects()))
+
+    tasks = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+    held = client.run(lambda dask_worker: len(dask_worker.data))
+    return tasks, held, client.run(scratch)
+
+
+def _left_after(client, clean, wait=10):
+    """:func:`_left_on`, once it is ``clean`` or after ``wait`` seconds (the
+    scheduler forgets released tasks a moment after they are released)."""
+    deadline = time.monotonic() + wait
+    while (left := _left_on(client)) != clean and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def test_nothing_is_left_behind_after_a_fit_or_a_failed_one(digits):
+    X, y = digits
+    X_nan = X.copy()
+    X_nan[1500, 7] = np.nan
+    with _cluster(2) as cluster, Client(cluster, set_as_default=False) as c:
+        clean = (0, {w: 0 for w in c.nthreads()},
+                 {w: (0, 0) for w in c.nthreads()})
+        clf = _on(c, **dict(PARAMS, max_iter=10))
+        for _ in range(2):  # two fits in a row: nothing accumulates
+            clf.fit(_dask(X, 300), _dask(y, 300), X_val=X[::3], y_val=y[::3])
+            assert _left_after(c, clean) == clean
+        with pytest.raises(ValueError, match="NaN") as failed:
+            clf.fit(_dask(X_nan, 300), _dask(y, 300))
+        # (even while the error's traceback, which refers to its futures, lives)
+        assert failed.value.__traceback__ is not None
+        assert _left_after(c, clean) == clean
+
+
+# -------------------------------------------------- clients and clusters gone
+def _fitted_elsewhere(X, y):
+    return DaskTwoLayerSoftmaxClassifier(**dict(PARAMS, max_iter=5)).fit(
+        _dask(X, 600), _dask(y, 600))
+
+
+def test_a_closed_client_is_a_clear_error_and_keeps_the_model(client, digits):
+    X, y = digits
+    clf = _fitted_elsewhere(X, y)
+    before = _unchanged(clf)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
+        other = Client(cluster, set_as_default=False)
+        other.close()
+        clf.client = other
+        for call in (lambda: clf.fit(_dask(X, 600), _dask(y, 600)),
+                     lambda: clf.score(_dask(X, 600), _dask(y, 600))):
+            with pytest.raises(RuntimeError, match=rf"client {other.id} is closed.*"
+                                                   r"clf.client = None"):
+                call()
+        clf.client = None
+    assert _unchanged(clf) == before
+
+
+def _slow_evaluations(monkeypatch, seconds=0.05):
+    original = _worker.block_terms
+
+    def slow(*args):  # evaluations long enough for something to happen
+        time.sleep(seconds)
+        return original(*args)
+
+    monkeypatch.setattr(_worker, "block_terms", slow)
+
+
+@pytest.mark.parametrize("gone", ["cluster closed", "scheduler lost"])
+def test_a_cluster_gone_mid_fit_is_a_clear_error_and_keeps_the_model(
+        client, digits, monkeypatch, gone):
+    X, y = digits
+    clf = _fitted_elsewhere(X, y)
+    before, params = _unchanged(clf), clf.get_params()
+    _slow_evaluations(monkeypatch)
+    # (A client gives up reconnecting after this: the test's clean-up waits.)
+    with dask.config.set({"distributed.comm.timeouts.connect": "5s"}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                         dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as other:
+        address = cluster.scheduler.address
+        clf.client = other
+        if gone == "cluster closed":
+            stop = threading.Timer(2.0, cluster.close)
+        else:
+            stop = threading.Timer(2.0, lambda: cluster.sync(cluster.scheduler.close))
+        stop.start()
+        start = time.monotonic()
+        # (500 evaluations of 50 ms or more: 25 s, uninterrupted)
+        with pytest.raises(RuntimeError, match=rf"Lost the connection to the Dask "
+                                               rf"scheduler at {re.escape(address)}"):
+            clf.set_params(max_iter=500, tol=0.0).fit(_dask(X, 600), _dask(y, 600))
+        assert time.monotonic() - start < 20
+        stop.join()
+    clf.client = None
+    clf.set_params(**params)
+    assert _unchanged(clf) == before
+
+
+# -------------------------------------------------- faults between evaluations
+def _on_evaluation(monkeypatch, actions):
+    """Call ``actions[n](objective, plan)`` just before evaluation ``n`` of
+    the fit sends its parameters out (after its plan is made); the plans
+    it was called with, by evaluation."""
+    original = _objective.DistributedObjective._broadcast
+    done = {}
+
+    def broadcast(self, theta, plan, prefix, reuse):
+        n = self.evaluations
+        if n in actions and n not in done:
+            done[n] = plan
+            actions[n](self, plan)
+        return original(self, theta, plan, prefix, reuse)
+
+    monkeypatch.setattr(_objective.DistributedObjective, "_broadcast", broadcast)
+    return done
+
+
+def _die():
+    """On a worker: die (SIGKILL) in a moment, once this call has returned."""
+    threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGKILL)).start()
+
+
+def test_the_root_worker_killed_between_evaluations(killable, monkeypatch):
+    c = killable.ready()
+    X, y = make_classification(2000, 20, n_informative=10, n_classes=3,
+                               random_state=0)
+    params = dict(hidden_size=8, max_iter=12, random_state=0)
+    expected = TwoLayerSoftmaxClassifier(**params).fit(X, y)
+
+    def kill_the_root(wait):
+        def kill(objective, plan):
+            # Killed where the plan already names it, before the parameters
+            # are sent to it: at once (the scheduler does not know yet that
+            # it is gone), or once the scheduler has seen it go.
+            c.run(_die, workers=[plan.workers[0]])
+            time.sleep(wait)
+        return kill
+
+    killed = _on_evaluation(monkeypatch, {4: kill_the_root(0.0),
+                                          9: kill_the_root(0.5)})
+    start = time.monotonic()
+    got = _on(c, **params).fit(_dask(X, 250), _dask(y, 250))
+    assert sorted(killed) == [4, 9]
+    assert killed[4].workers[0] != killed[9].workers[0]
+    assert time.monotonic() - start < 60
+    assert got.n_iter_ == expected.n_iter_
+    np.testing.assert_allclose(got.predict_proba(X), expected.predict_proba(X),
+                               atol=PROBA_TOL)
+
+
+def test_a_paused_root_worker(digits, monkeypatch):
+    # A paused worker runs no task: the parameters go elsewhere, and the fit
+    # goes on without waiting for it (it waited no-workers-timeout per
+    # evaluation before).
+    X, y = digits
+    expected = TwoLayerSoftmaxClassifier(**PARAMS).fit(X, y)
+    # (No memory limit: Dask would take the pause back at once, the worker's
+    # memory being far below it.)
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=False,
+                      memory_limit=0, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as c:
+        def pause(objective, plan):
+            def paused(dask_worker):
+                from distributed.core import Status
+
+                dask_worker.status = Status.paused
+
+            c.run(paused, workers=[plan.workers[0]])
+
+        paused = _on_evaluation(monkeypatch, {3: pause})
+        start = time.monotonic()
+        got = _on(c, **PARAMS).fit(_dask(X, 300), _dask(y, 300))
+        elapsed = time.monotonic() - start
+        status = c.run(lambda dask_worker: dask_worker.status.name,
+                       workers=[paused[3].workers[0]])
+    assert list(status.values()) == ["paused"]
+    assert elapsed < 30  # no-workers-timeout (30 s) once would exceed it
+    _assert_same_model(got, expected, X)
+
+
+def test_an_evaluation_over_its_time_limit_is_a_clear_error(client, digits,
+                                                             monkeypatch):
+    X, y = digits
+    clf = _fitted_elsewhere(X, y)
+    before = _unchanged(clf)
+    original = _worker.block_terms
+
+    def stuck(spec, *args):
+        if spec.part == "train" and re.search(r"-train-\w+-4-",
+                                              str(distributed.get_worker()
+                                                  .get_current_task())):
+            time.sleep(8)
+        return original(spec, *args)
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as c, \
+            dask.config.set({"sk-twolayer.dask.evaluation-timeout": "2s"}):
+        monkeypatch.setattr(_worker, "block_terms", stuck)
+        clf.client = c
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"Evaluation 4 of the loss took more "
+                                               r"than 2 s.*evaluation-timeout"):
+            clf.fit(_dask(X, 600), _dask(y, 600))
+        assert time.monotonic() - start < 8
+        # Nothing of it left: the stuck task goes on, its result unwanted.
+        clean = (0, {w: 0 for w in c.nthreads()}, {w: (0, 0) for w in c.nthreads()})
+        assert _left_after(c, clean, wait=15)[0] == 0
+    clf.client = None
+    assert _unchanged(clf) == before
 
 
 # ------------------------------------------------------------------ bad input

@@ -13,10 +13,12 @@ import dask
 import dask.array as da
 import distributed
 import numpy as np
+from dask.base import tokenize
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._classifier import TwoLayerSoftmaxClassifier
 from . import _worker
+from ._faults import check_running, translated
 from ._inputs import is_dask, meta, row_blocks
 from ._rows import DaskRows
 
@@ -110,8 +112,9 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
     one.
 
     After the fit the weights are numpy arrays; the prediction methods take
-    Dask input and return lazy Dask arrays with X's row blocks (where a
-    ``client`` is set, they and :meth:`score` run on it), and
+    Dask input and return lazy Dask arrays with X's row blocks, which hold
+    the model in their graph and compute on whichever client computes them;
+    :meth:`score` runs on the estimator's ``client`` where one is set; and
     :meth:`to_local` returns the plain estimator (for ONNX, skops, pickle).
 
     Parameters
@@ -122,13 +125,12 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
     ----------
 {attributes}
     client : distributed.Client or None
-        The Dask client to fit, score and predict with, settable
+        The Dask client to fit and score with, settable
         (``clf.client = client``); None (the default) uses the current one,
-        :func:`distributed.default_client`. Lazy predictions made with a
-        client set belong to it: compute them there
-        (``client.compute(clf.predict(X))``). It is not a parameter: it is
-        neither pickled nor carried over by :func:`~sklearn.base.clone`,
-        whose clones use the current client.
+        :func:`distributed.default_client`. Lazy predictions do not depend
+        on it: they compute wherever they are computed. It is not a
+        parameter: it is neither pickled nor carried over by
+        :func:`~sklearn.base.clone`, whose clones use the current client.
 
     See Also
     --------
@@ -268,8 +270,21 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
         return DaskRows(self, self._current_client(), X, y, sample_weight,
                         first_call)
 
+    def _fit(self, X, y, sample_weight, incremental, classes=None,
+             validation=(None, None, None)):
+        if not is_dask(X) or incremental:
+            return super()._fit(X, y, sample_weight, incremental, classes,
+                                validation)
+        # A scheduler lost during the fit is said as such, whatever failed.
+        with translated(self._current_client()):
+            return super()._fit(X, y, sample_weight, incremental, classes,
+                                validation)
+
     def _current_client(self):
+        """The estimator's client, else the current one; a clear error where
+        there is none, or it is closed."""
         if self.client is not None:
+            check_running(self.client)
             return self.client
         try:
             return distributed.default_client()
@@ -291,7 +306,7 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
         check_is_fitted(self)
         validate_data(self, meta(X), reset=False, ensure_min_samples=0,
                       dtype=None)
-        model = self._shared_model()
+        model = self._model_in_graph()
         blocks = row_blocks(X)
         shape = () if columns is None else (columns,)
         empty = np.empty((0,) + shape, dtype=dtype)  # (for blocks without rows)
@@ -302,18 +317,19 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
             for block, n in zip(blocks.X, blocks.lengths)
         ])
 
-    def _shared_model(self):
-        """The local model, as the prediction tasks take it.
+    def _model_in_graph(self):
+        """The local model as one key of a task graph, which every task of a
+        prediction or score depends on.
 
-        With a client set, it is sent to that client's cluster once (the
-        tasks fetch it from there), and what depends on it runs on that
-        client; else it is a part of the task graph, which runs wherever
-        the user computes it.
+        The model travels in the graph (once, however many blocks), so that
+        a lazy result belongs to no cluster: whichever client computes it
+        runs it, as any Dask collection. The key is a hash of what the
+        predictions depend on, so that two graphs of the same model share it.
         """
         local = self.to_local()
-        if self.client is None:
-            return dask.delayed(local, pure=True)
-        return self.client.scatter(local, hash=False)
+        token = tokenize(local.coefs_, local.intercepts_, local.classes_,
+                         local.activation, getattr(local, "feature_names_in_", None))
+        return dask.delayed(local, traverse=False, name=f"sk-twolayer-model-{token}")
 
     predict = _also_lazy("predict", lambda est: (None, est.classes_.dtype))
     predict_proba = _also_lazy(
@@ -352,7 +368,7 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
             return super().score(X, y, sample_weight)
         check_is_fitted(self)
         validate_data(self, meta(X), reset=False, ensure_min_samples=0, dtype=None)
-        model = self._shared_model()
+        model = self._model_in_graph()
         blocks = row_blocks(X, y, sample_weight)
         parts = [
             dask.delayed(_worker.hits, pure=True)(
@@ -360,9 +376,10 @@ class DaskTwoLayerSoftmaxClassifier(TwoLayerSoftmaxClassifier):
                 None if blocks.sample_weight is None else blocks.sample_weight[i])
             for i, xb in enumerate(blocks.X)
         ]
-        if self.client is None:
+        if self.client is None:  # (the current scheduler, whatever it is)
             parts = dask.compute(*parts)
         else:
-            parts = self.client.gather(self.client.compute(parts))
+            with translated(self._current_client()):
+                parts = self.client.gather(self.client.compute(parts))
         hits, total = np.sum(parts, axis=0)
         return float(hits / total)

@@ -1,9 +1,10 @@
-"""The user's Dask collections as row blocks: X, y and the weights lined up.
+"""The user's collections as row blocks: X, y and the weights lined up.
 
 A Dask array X is cut into its row blocks, with y and the weights cut
 alike; a Dask dataframe X goes partition by partition, with y and the
-weights as columns beside it. Nothing is computed here: the blocks are
-delayed objects, which the fit computes (once) on the workers.
+weights as columns beside it; in-memory arrays (a validation set, say)
+are cut into blocks of whole rows. Nothing is computed here: the blocks
+are delayed objects, which the fit computes (once) on the workers.
 """
 
 import math
@@ -12,6 +13,9 @@ from typing import NamedTuple
 import dask
 import dask.array as da
 import numpy as np
+import scipy.sparse as sp
+from dask.utils import parse_bytes
+from sklearn.utils import check_consistent_length
 
 
 def is_dask(obj):
@@ -133,6 +137,41 @@ def row_blocks(X, y=None, sample_weight=None, names=("X", "y", "sample_weight"))
     others = [[part[column] for part in parts] if column in extra else None
               for column in ("__sk_twolayer_y__", "__sk_twolayer_w__")]
     return RowBlocks(X_blocks, *others, (math.nan,) * len(parts))
+
+
+def memory_blocks(X, y=None, sample_weight=None, names=("X", "y", "sample_weight")):
+    """Delayed row blocks of in-memory X (a numpy array or a CSR matrix, of
+    any width), y and the weights, each block of whole rows and at most
+    Dask's ``array.chunk-size``; their data travel in the graph, as
+    ``da.from_array``'s do, so that a lost block is made again."""
+    for name, value in zip(names[1:], (y, sample_weight)):
+        if is_dask(value):
+            raise TypeError(
+                f"{name} is a Dask collection but {names[0]} is in memory: pass "
+                f"{names[0]} as a Dask array or dataframe too, or compute {name}."
+            )
+    check_consistent_length(X, *[a for a in (y, sample_weight) if a is not None])
+    n = X.shape[0]
+    row_bytes = ((X.data.nbytes + X.indices.nbytes) / max(n, 1) if sp.issparse(X)
+                 else X.shape[1] * X.dtype.itemsize)
+    rows = max(1, int(parse_bytes(dask.config.get("array.chunk-size"))
+                      // max(row_bytes, 1)))
+    starts = range(0, max(n, 1), rows)  # (one empty block for no rows)
+
+    def cut(a):
+        if a is None:
+            return None
+        a = a if sp.issparse(a) else np.asarray(a)
+        return [dask.delayed(a[i:i + rows], pure=False, traverse=False)
+                for i in starts]
+
+    return RowBlocks(cut(X), cut(y), cut(sample_weight),
+                     tuple(min(rows, n - i) for i in starts))
+
+
+def is_sparse(X):
+    """Whether the blocks of Dask array X are sparse matrices."""
+    return sp.issparse(getattr(X, "_meta", None))
 
 
 def meta(X):

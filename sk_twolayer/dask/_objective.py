@@ -27,60 +27,106 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _placement, _worker
-from ._faults import Cancelled, KilledWorker, retry_or_raise
+from ._faults import Cancelled, KilledWorker, ParametersLost, retry_or_raise
 from .._namespace import NUMPY
+
+# What sending the parameters to a worker that leaves meanwhile raises:
+# distributed's CommClosedError is an OSError; an address the scheduler
+# no longer knows, a KeyError; a worker that never answers, a timeout.
+_SENDING = (OSError, KeyError, TimeoutError, asyncio.TimeoutError)
 
 
 class Part(NamedTuple):
     """The blocks that hold rows of one part ("train" or "val"), the weight
-    of all those rows (the denominator of the part's mean), and the memory
-    each block's rows of the part take (by block index)."""
+    of all those rows (the denominator of the part's mean), the memory each
+    block's rows of the part take (by block index), and their count."""
 
     blocks: tuple
     weight_sum: float
     nbytes: dict
+    n_rows: int
+
+
+class Parts(NamedTuple):
+    """The training rows and the validation rows (None without validation)
+    of the prepared blocks; ``uniform``: the training rows' weights are all
+    equal and positive, so that they are left out (the weighted mean is the
+    plain mean, as in memory)."""
+
+    train: Part
+    val: Part | None
+    uniform: bool
+
+    @classmethod
+    def of(cls, summaries, validation):
+        """The parts of blocks whose summaries (``_worker.Summary`` of
+        ``"train"`` and ``"val"``, by block) are given; ``validation``:
+        whether the fit has validation rows."""
+        def part(name):
+            chosen = tuple(i for i, s in enumerate(summaries) if s[name].n)
+            return Part(chosen,
+                        float(sum(summaries[i][name].weight for i in chosen)),
+                        {i: summaries[i][name].nbytes for i in chosen},
+                        int(sum(summaries[i][name].n for i in chosen)))
+
+        train = part("train")
+        if not train.blocks:
+            raise ValueError("Every row was held out for validation: lower "
+                             "validation_fraction.")
+        rows = [summaries[i]["train"] for i in train.blocks]
+        uniform = bool(min(s.low for s in rows) == max(s.high for s in rows) > 0)
+        if uniform:
+            train = train._replace(weight_sum=float(train.n_rows))
+        return cls(train, part("val") if validation else None, uniform)
+
+
+class Placed(NamedTuple):
+    """The prepared blocks of a fit: futures of :class:`~._worker.Prepared`,
+    the worker each was placed on (None: anywhere), and their parts."""
+
+    blocks: list
+    workers: list
+    parts: Parts
+
+
+class Broadcast(NamedTuple):
+    """The parameters of the last evaluation, as sent to the workers of a
+    plan: ``copies[k]`` is the future worker ``k``'s tasks take them from."""
+
+    theta: object
+    workers: tuple
+    copies: list
 
 
 class DistributedObjective:
     """The data term over blocks on the workers, one evaluation at a time.
 
-    ``blocks`` are futures of :class:`~._worker.Prepared` blocks, and
-    ``placed[i]`` the worker block ``i`` was placed on; ``parts`` maps
-    ``"train"`` (and ``"val"``) to a :class:`Part`; ``spec`` is the
-    :class:`~._worker.LossSpec` of the fit (its ``part`` and
-    ``weight_sum`` are set per part here).
+    ``placed`` is the fit's :class:`Placed` blocks; ``spec`` is the
+    :class:`~._worker.LossSpec` of the fit (its ``part`` and ``weight_sum``
+    are set per part here).
     """
 
-    def __init__(self, client, blocks, placed, parts, spec, settings, watch):
-        self.client, self.blocks, self.placed = client, blocks, placed
-        self.parts, self.spec = parts, spec
+    def __init__(self, client, placed, spec, settings, watch):
+        self.client, self.placed, self.spec = client, placed, spec
         self.settings, self.watch = settings, watch
         self.evaluations = 0
         self._plans = None
-        self._last = None  # (theta, workers, copies) of the last broadcast
+        self._last = None  # the last Broadcast
 
     # ------------------------------------------------------------- planning
     def plan(self, part):
         """The plan of ``part``, from where the blocks are now."""
         if self._plans is None:
-            who_has = self.client.who_has(self.blocks)
+            blocks = self.placed.blocks
+            who_has = self.client.who_has(blocks)
             locations = [_placement.where(placed, who_has.get(block.key) or ())
-                         for placed, block in zip(self.placed, self.blocks)]
-            workers = self.client.scheduler_info()["workers"]
-            nthreads = {w: info["nthreads"] for w, info in workers.items()}
-
-            def task_bytes(worker):
-                # A task's blocks, in memory at once, take at most an eighth
-                # of the worker's memory limit per thread: well below the
-                # 60% at which Dask starts to spill.
-                limit = (workers.get(worker) or {}).get("memory_limit") or np.inf
-                return min(self.settings.task_bytes,
-                           limit / (8 * nthreads.get(worker, 1)))
-
+                         for placed, block in zip(self.placed.workers, blocks)]
+            workers = self.watch.workers()
             self._plans = {
                 name: _placement.plan(locations, p.blocks, self.settings.fan_in,
-                                      nthreads, p.nbytes, task_bytes)
-                for name, p in self.parts.items()}
+                                      workers, p.nbytes, self.settings.task_bytes)
+                for name, p in self.placed.parts._asdict().items()
+                if isinstance(p, Part)}
         return self._plans[part]
 
     def replan(self):
@@ -98,8 +144,10 @@ class DistributedObjective:
             plan = self.plan(part)
             try:
                 root = self._submit(part, theta, plan, attempt)
-                result = self.watch.gather(root)
-            except (KilledWorker, Cancelled) as error:
+                result = self.watch.gather(
+                    root, timeout=self.settings.evaluation_timeout,
+                    what=f"Evaluation {self.evaluations} of the loss")
+            except (KilledWorker, Cancelled, ParametersLost) as error:
                 retry_or_raise(error, attempt, self.settings, self._data_lost)
                 self.replan()
                 continue
@@ -107,15 +155,20 @@ class DistributedObjective:
                 self.replan()
             return result
 
+    def _task(self, *args, **kwargs):
+        """``client.submit``, kept track of (so that a fit that fails leaves
+        none of its tasks behind)."""
+        return self.watch.held(self.client.submit(*args, **kwargs))
+
     def _data_lost(self):
         # ("lost" is a block lost with its worker that the scheduler will
         # compute again; "cancelled", one it cannot.)
-        return any(block.status == "cancelled" for block in self.blocks)
+        return any(block.status == "cancelled" for block in self.placed.blocks)
 
     def _submit(self, part, theta, plan, attempt):
         """Submit one evaluation's tasks; the future of its total."""
         spec = self.spec._replace(part=part,
-                                  weight_sum=self.parts[part].weight_sum)
+                                  weight_sum=getattr(self.placed.parts, part).weight_sum)
         prefix = (f"sk-twolayer-{part}-{spec.token}-{self.evaluations}-{attempt}")
         copies = self._broadcast(theta, plan, prefix, reuse=attempt == 0)
         sums = {}
@@ -123,9 +176,10 @@ class DistributedObjective:
             worker = plan.workers[k]
             where = _placement.restriction(worker)
             terms = [
-                self.client.submit(
+                self._task(
                     _worker.block_terms, spec, copies[k], worker,
-                    *[self.blocks[i] for i in task], key=f"{prefix}-block-{task[0]}",
+                    *[self.placed.blocks[i] for i in task],
+                    key=f"{prefix}-block-{task[0]}",
                     pure=False, **where)
                 for task in plan.tasks[k]
             ]
@@ -140,32 +194,33 @@ class DistributedObjective:
         nodes of the tree keep a copy (a ``relay`` task): a leaf's tasks
         fetch theirs from its parent.
         """
-        if reuse and self._last is not None:
-            last_theta, workers, copies = self._last
-            if workers == plan.workers and np.array_equal(last_theta, theta):
-                return copies  # (a validation pass at the point just evaluated)
+        last = self._last
+        if (reuse and last is not None and last.workers == plan.workers
+                and np.array_equal(last.theta, theta)):
+            return last.copies  # (a validation pass at the point just evaluated)
         copies = [self._scatter(theta, plan.workers[0])]
         for k in range(1, len(plan.workers)):
             parent = copies[plan.parent(k)]
             if len(plan.children(k)):
-                parent = self.client.submit(
+                parent = self._task(
                     _worker.relay, parent, key=f"{prefix}-relay-{k}", pure=False,
                     priority=1, **_placement.restriction(plan.workers[k]))
             copies.append(parent)
-        self._last = (theta.copy(), plan.workers, copies)
+        self._last = Broadcast(theta.copy(), plan.workers, copies)
         return copies
 
     def _scatter(self, theta, root):
-        """theta, sent to the worker ``root`` (or, if it has left, anywhere)."""
-        while True:
-            if root not in self.watch.workers():  # (waits while there are none)
-                root = None
-            try:
-                return self.client.scatter(
-                    theta, hash=False, workers=None if root is None else [root],
-                    timeout=self.settings.no_workers_timeout)
-            except (TimeoutError, asyncio.TimeoutError):  # it left after all
-                root = None
+        """theta, sent to the worker ``root`` (or anywhere, where it has
+        left or is paused). A worker that leaves while it is sent raises
+        :class:`~._faults.ParametersLost`: the evaluation is tried again."""
+        workers = self.watch.workers()  # (waits while none runs)
+        running = root in workers and workers[root].running
+        try:
+            return self.watch.held(self.client.scatter(
+                theta, hash=False, workers=[root] if running else None,
+                timeout=self.settings.no_workers_timeout))
+        except _SENDING as error:
+            raise ParametersLost(repr(error)) from error
 
     def _sum(self, inputs, key, where):
         """The sum of ``inputs`` on one worker, in their order.
@@ -179,7 +234,7 @@ class DistributedObjective:
         total, rest = inputs[0], inputs[1:]
         step = self.settings.fan_in
         for j in range(0, len(rest), step):
-            total = self.client.submit(_worker.add, total, *rest[j:j + step],
+            total = self._task(_worker.add, total, *rest[j:j + step],
                                        key=f"{key}-{j}", pure=False, priority=1,
                                        **where)
         return total

@@ -1,14 +1,69 @@
-"""Where the row blocks go, and the tree that an evaluation follows.
+"""Where the row blocks go, whether they fit, and the tree of an evaluation.
 
-Both are plain functions of plain data (worker addresses, thread counts,
-row counts): the client asks the scheduler where blocks are, and these
-decide what to do about it.
+Plain functions of plain data (worker addresses, their
+:class:`~._faults.WorkerInfo`, row counts and sizes): the client asks the
+scheduler where blocks are and what the workers have, and these decide
+what to do about it. :func:`settle` is the one step that acts on the
+cluster: it moves blocks to the place :func:`balance` gave them.
 """
 
 import collections
 from typing import NamedTuple
 
 import numpy as np
+
+from . import _worker
+
+
+# ------------------------------------------------------------------- memory
+def check_room(nbytes, workers, pause_fraction, name="X"):
+    """A ``MemoryError`` where the largest block cannot fit in any worker.
+
+    ``nbytes[i]`` is what block ``i``'s rows take (0 where unknown),
+    ``workers`` maps addresses to :class:`~._faults.WorkerInfo`. A worker
+    holds a block twice while it prepares it (checked and prepared, where X
+    is copied to be aligned or split), and Dask pauses a worker whose process
+    passes ``pause_fraction`` of its memory limit; spilling to disk cannot
+    cut a block. So the largest block, twice, must fit in what some worker
+    has left beside what its process holds besides data. Workers without a
+    memory limit take any block.
+    """
+    if not len(nbytes) or not any(nbytes) or not workers:
+        return
+    limits = [info.memory_limit for info in workers.values()]
+    if not all(limits):
+        return
+    room = max(info.memory_limit * pause_fraction - info.unmanaged
+               for info in workers.values())
+    largest = int(np.argmax(nbytes))
+    need = 2 * nbytes[largest]
+    if need > room:
+        mib = 2.0 ** 20
+        raise MemoryError(
+            f"Row block {largest} of {name} takes {nbytes[largest] / mib:.0f} "
+            f"MiB, and a worker holds a block twice while it prepares it "
+            f"({need / mib:.0f} MiB), but the {len(workers)} workers have at "
+            f"most {room / mib:.0f} MiB for data (memory limits of "
+            f"{min(limits) / mib:.0f} to {max(limits) / mib:.0f} MiB, less "
+            "what each worker process takes). Cut X into smaller blocks "
+            "(X.rechunk({0: rows}), or df.repartition(partition_size=...)), "
+            "use workers with more memory, or pass float32 data."
+        )
+
+
+def task_budget(info, task_bytes):
+    """The most rows (bytes) one evaluation task of a worker takes.
+
+    ``task-size`` (``task_bytes``), and no more than an eighth of the
+    worker's memory limit per thread (well below the 60% at which Dask
+    starts to spill): a task has all its blocks in memory at once.
+    """
+    if info is None or not info.memory_limit:
+        return task_bytes
+    return min(task_bytes, info.memory_limit / (8 * info.nthreads))
+
+
+# ---------------------------------------------------------------- placement
 
 
 def balance(nthreads, holders, n_rows):
@@ -113,18 +168,53 @@ def tasks(blocks, nbytes, threads, task_bytes):
     return tuple((int(i),) for i in blocks)
 
 
-def plan(locations, indices, fan_in, nthreads, nbytes, task_bytes):
+def plan(locations, indices, fan_in, workers, nbytes, task_bytes):
     """The :class:`Plan` for blocks ``indices``, block ``i`` being
-    evaluated on worker ``locations[i]``; ``nthreads`` maps workers to
-    their threads, ``nbytes[i]`` is the size of block ``i``'s rows and
-    ``task_bytes(worker)`` the most that one task of that worker takes."""
+    evaluated on worker ``locations[i]``; ``workers`` maps addresses to
+    :class:`~._faults.WorkerInfo`, ``nbytes[i]`` is the size of block
+    ``i``'s rows and ``task_bytes`` the setting ``task-size``.
+
+    Running workers come first (a paused one runs no task: it cannot be the
+    root that the parameters are sent to), each group by address.
+    """
     by_worker = collections.defaultdict(list)
     for i in sorted(indices):
         by_worker[locations[i]].append(i)
-    order = sorted(by_worker, key=lambda w: (w is None, w or ""))
+
+    def order(w):
+        info = workers.get(w)
+        return (w is None, info is None or not info.running, w or "")
+
+    ordered = sorted(by_worker, key=order)
     return Plan(
-        tuple(order),
-        tuple(tasks(by_worker[w], nbytes, nthreads.get(w, 1), task_bytes(w))
-              for w in order),
+        tuple(ordered),
+        tuple(tasks(by_worker[w], nbytes,
+                    workers[w].nthreads if w in workers else 1,
+                    task_budget(workers.get(w), task_bytes))
+              for w in ordered),
         fan_in,
     )
+
+
+# ----------------------------------------------------------------- settling
+def settle(client, watch, blocks, placed, rounds):
+    """Move the blocks that were prepared away from their place there.
+
+    A preparation only prefers its placed worker (held to it, the
+    recomputation of a block lost with that worker would wait for it
+    forever), so Dask's work stealing can run it on an idle worker
+    instead, which undoes the balance (seen with distributed 2025.1).
+    Such blocks are moved, in up to ``rounds`` rounds (a move can be
+    stolen too); ``blocks`` (futures) is updated in place.
+    """
+    for round_ in range(rounds + 1):
+        watch.wait(blocks)
+        who_has = client.who_has(blocks)
+        alive = watch.workers()
+        astray = [i for i, worker in enumerate(placed)
+                  if worker in alive and worker not in who_has.get(blocks[i].key, ())]
+        if not astray or round_ == rounds:
+            return
+        for i in astray:
+            blocks[i] = client.submit(_worker.moved, blocks[i], pure=False,
+                                      **restriction(placed[i]))

@@ -1,27 +1,41 @@
-"""The rows of a fit, held as blocks on the workers.
+"""The rows of a fit, held as blocks on the workers: the steps, in order.
 
 :class:`DaskRows` is what the in-memory estimator's ``_fit`` reads its data
 through (the interface of ``_InMemoryRows`` in
 :mod:`sk_twolayer._classifier`), so that the whole fit (labels, class
-weights, validation, solver, attributes) is the in-memory estimator's. What
-it does with the blocks, in order:
+weights, validation, solver, attributes) is the in-memory estimator's. It
+puts the steps in order; each lives in the module named here:
 
-1. **check**: each block is read from its source once and checked as the
-   in-memory fit checks data; the client learns each block's length,
-   labels and label weights, and nothing of length n_samples;
-2. **place**: each block gets a worker, so that each worker thread holds
-   its share of the rows (:func:`~._placement.balance`);
-3. **prepare**: on that worker, labels become class indices, class weights
-   are folded into the sample weights, X is aligned in memory, and the
-   validation rows are held out; the checked blocks are then released;
-4. **evaluate**: :class:`~._objective.DistributedObjective`, once per
-   evaluation of the loss.
+1. **blocks** (:mod:`._inputs`): the user's collections as row blocks, X,
+   y and the weights lined up; an in-memory validation set cut alike;
+2. **room** (:func:`._placement.check_room`): a block too large for any
+   worker is an error, before it is read (where Dask knows its length) and
+   after;
+3. **check** (:func:`._worker.check_block`, on the workers): each block is
+   read from its source once and checked as the in-memory fit checks
+   data; the client learns each block's length, labels and label weights,
+   and nothing of length n_samples, and adds them up here;
+4. **place** (:func:`._placement.balance`, then
+   :func:`._placement.settle`): a worker for each block, so that each
+   worker thread holds its share of the rows;
+5. **prepare** (:func:`._worker.prepare_block`, on that worker): labels
+   become class indices, class weights are folded into the sample weights,
+   X is aligned in memory, and the validation rows are held out; the
+   checked blocks are then released;
+6. **parts** (:class:`._objective.Parts`): which blocks hold training and
+   validation rows, and their weights;
+7. **evaluate** (:class:`._objective.DistributedObjective`), once per
+   evaluation of the loss;
+8. **release** (:meth:`DaskRows.close`): when the fit ends, whatever its
+   outcome, the scheduler forgets every task of the fit and the workers
+   drop its scratch memory.
+
+What can go wrong on the cluster is said as :mod:`._faults` says it.
 """
 
 import uuid
 
 import dask
-import dask.array as da
 import numpy as np
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import validate_data
@@ -30,9 +44,12 @@ from .._classifier import _check_validation_weight
 from .._namespace import NUMPY
 from . import _placement, _worker
 from ._config import settings
-from ._faults import KilledWorker, Watch
-from ._inputs import is_dask, meta, row_blocks
-from ._objective import DistributedLoss, DistributedObjective, Part
+from ._faults import KilledWorker, Watch, logger, reading_error
+from ._inputs import is_dask, is_sparse, memory_blocks, meta, row_blocks
+from ._objective import DistributedLoss, DistributedObjective, Parts, Placed
+
+_NAMES = ("X", "y", "sample_weight")
+_VALIDATION_NAMES = ("X_val", "y_val", "sample_weight_val")
 
 
 class DaskRows:
@@ -51,36 +68,28 @@ class DaskRows:
         self.X, self.y, self.sample_weight = X, y, sample_weight
         self.solver_weight = None
         self.token = uuid.uuid4().hex
-        self._objective = None
-        X_meta = validate_data(estimator, meta(X), dtype=[np.float64, np.float32],
+        self._objective = self._placed = self._checked = None
+        try:
+            self._read(estimator, first_call)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------ 1-3: read, check
+    def _read(self, estimator, first_call):
+        X_meta = validate_data(estimator, meta(self.X), dtype=[np.float64, np.float32],
                                reset=first_call, ensure_min_samples=0)
         self.dtype = X_meta.dtype if first_call else estimator.coefs_[0].dtype
         self.n_features = X_meta.shape[1]
-        if y is None:
+        if self.y is None:
             raise ValueError(
                 f"{type(estimator).__name__} requires y to be passed, but the "
                 "target y is None."
             )
-        blocks = row_blocks(X, y, sample_weight)
-        # Where Dask knows the blocks' lengths, a block too large for any
-        # worker is an error before it is read.
-        itemsize = np.dtype(self.dtype).itemsize
-        self._check_room([0 if np.isnan(n) else n * self.n_features * itemsize
-                          for n in blocks.lengths])
-        # Read from their source once; the checked blocks stay on the
-        # workers until their prepared form replaces them.
-        self._checked = self._check(blocks)
-        try:
-            stats = self.watch.gather(self.client.map(_worker.stats_of,
-                                                      self._checked, pure=False))
-        except KilledWorker as error:
-            raise RuntimeError(
-                "Reading and checking the row blocks killed the workers that "
-                "ran them, again and again (KilledWorker): a block may not fit "
-                "in a worker's memory. Cut X into smaller blocks (X.rechunk(...)"
-                ", df.repartition(...)), or use workers with more memory."
-            ) from error
-        self._check_room([s.nbytes for s in stats])
+        blocks = row_blocks(self.X, self.y, self.sample_weight)
+        # The checked blocks stay on the workers until their prepared form
+        # replaces them.
+        self._checked, stats = self._check(blocks, is_sparse(self.X))
         self._n_rows = np.array([s.n_rows for s in stats], dtype=np.int64)
         if not self._n_rows.sum():
             raise ValueError(
@@ -95,57 +104,37 @@ class DaskRows:
         self.labels = labels
         self._per_class = estimator._class_factors(labels, mass, incremental=False)
 
-    def _check_room(self, nbytes):
-        """A ``MemoryError`` where the largest block cannot fit in any worker.
-
-        A worker holds a block twice while it prepares it (checked and
-        prepared, where X is copied to be aligned or split), and Dask
-        pauses a worker whose process passes ``distributed.worker.memory.pause``
-        of its memory limit; spilling to disk cannot cut a block. Blocks of
-        ``nbytes`` are checked against the room that each worker has left
-        beside what its process holds besides data.
-        """
-        workers = self.client.scheduler_info()["workers"]
-        if not any(nbytes) or not workers:
-            return
-        limits = [info.get("memory_limit") or 0 for info in workers.values()]
-        if not all(limits):
-            return  # a worker without a memory limit can take any block
-        fraction = (dask.config.get("distributed.worker.memory.pause", None)
-                    or dask.config.get("distributed.worker.memory.terminate", None)
-                    or 1.0)
-        room = max(
-            limit * fraction - max(0, info["metrics"].get("memory", 0)
-                                   - info["metrics"].get("managed_bytes", 0))
-            for limit, info in zip(limits, workers.values()))
-        largest = int(np.argmax(nbytes))
-        need = 2 * nbytes[largest]
-        if need > room:
-            mib = 2.0 ** 20
-            raise MemoryError(
-                f"Row block {largest} of X takes {nbytes[largest] / mib:.0f} MiB, "
-                f"and a worker holds a block twice while it prepares it "
-                f"({need / mib:.0f} MiB), but the workers have at most "
-                f"{room / mib:.0f} MiB for data (memory limits of "
-                f"{min(limits) / mib:.0f} to {max(limits) / mib:.0f} MiB, less "
-                "what each worker process takes). Cut X into smaller blocks "
-                "(X.rechunk({0: rows}), or df.repartition(partition_size=...)), "
-                "use workers with more memory, or pass float32 data."
-            )
-
-    def _check(self, blocks, names=("X", "y", "sample_weight")):
-        """Futures of the blocks, checked on the workers (``_worker.Checked``)."""
-        return self.client.compute([
+    def _check(self, blocks, sparse, names=_NAMES):
+        """Futures of the blocks checked on the workers, and their
+        :class:`~._worker.BlockStats`, with the room checked before and
+        after reading (before only where Dask knows the lengths of dense
+        blocks: a sparse block's size is known once it is read)."""
+        workers = self.watch.workers()
+        pause = (dask.config.get("distributed.worker.memory.pause", None)
+                 or dask.config.get("distributed.worker.memory.terminate", None)
+                 or 1.0)
+        if not sparse:
+            row = self.n_features * np.dtype(self.dtype).itemsize
+            _placement.check_room([0 if np.isnan(n) else n * row
+                                   for n in blocks.lengths], workers, pause, names[0])
+        checked = self.watch.held(self.client.compute([
             dask.delayed(_worker.check_block, pure=False)(
                 i, xb, blocks.y[i], None if blocks.sample_weight is None
                 else blocks.sample_weight[i], self.dtype, names)
             for i, xb in enumerate(blocks.X)
-        ])
+        ]))
+        try:
+            stats = self.watch.gather(self.watch.held(
+                self.client.map(_worker.stats_of, checked, pure=False)))
+        except KilledWorker as error:
+            raise reading_error() from error
+        _placement.check_room([s.nbytes for s in stats], workers, pause, names[0])
+        return checked, stats
 
     # --------------------------------------------------- the fit's interface
     @property
     def n_samples(self):
-        return self._n_train
+        return self._placed.parts.train.n_rows
 
     def objective(self, loss):
         """The in-memory loss's penalty, with its data term on the workers."""
@@ -160,10 +149,10 @@ class DaskRows:
     def terms(self, part, theta):
         """:meth:`DistributedObjective.terms` of the prepared blocks."""
         if self._objective is None:
-            blocks, placed, parts, uniform = self._prepared
             self._objective = DistributedObjective(
-                self.client, blocks, placed, parts,
-                self._spec._replace(uniform=uniform), self.settings, self.watch)
+                self.client, self._placed,
+                self._spec._replace(uniform=self._placed.parts.uniform),
+                self.settings, self.watch)
         return self._objective.terms(part, theta)
 
     def hold_out(self, estimator, validation, rng, incremental):
@@ -184,50 +173,53 @@ class DaskRows:
         if plan not in (None, "given"):
             split = (int(rng.randint(np.iinfo(np.int64).max, dtype=np.int64)),
                      estimator.validation_fraction)
+        blocks, placed = self._prepare(split)
+        blocks += given
+        placed += [None] * len(given)
+        parts = Parts.of(self._summaries(blocks, placed), plan is not None)
+        if parts.val is not None:
+            _check_validation_weight(parts.val.weight_sum)
+        self._placed = Placed(blocks, placed, parts)
+        if plan is None:
+            return None
+        # X, y, sw: ignored by the distributed loss, which knows its blocks.
+        return {"X": None, "y": None, "sw": None, "scores": [], "losses": []}
+
+    def close(self):
+        """Leave nothing of the fit on the cluster: cancel its futures (the
+        scheduler forgets their tasks), and have the workers drop the fit's
+        scratch memory. Called when the fit ends, whatever the outcome."""
+        self._objective = self._placed = self._checked = None
+        try:
+            self.watch.release()
+            if self.client.status == "running":
+                self.client.run(_worker.forget, self.token, on_error="ignore")
+        except Exception as error:  # (never in place of the fit's own error)
+            logger.warning("Could not release the fit's tasks and scratch memory "
+                           "on the cluster: %r", error)
+
+    # ------------------------------------------------------- 4-5: place, prepare
+    def _prepare(self, split):
+        """The blocks prepared on the workers they are placed on: futures
+        of :class:`~._worker.Prepared`, and those workers."""
         placed = self._placement()
         offsets = np.concatenate([[0], np.cumsum(self._n_rows)[:-1]])
-        blocks = [
+        blocks = self.watch.held([
             self.client.submit(_worker.prepare_block, checked, int(offset),
                                labels=self.labels, per_class=self._per_class,
                                split=split, pure=False,
                                **_placement.restriction(worker))
             for checked, offset, worker in zip(self._checked, offsets, placed)
-        ]
+        ])
         # The prepared blocks replace the checked ones, which the cluster
         # releases once each is prepared (and recomputes from their source,
         # should a prepared block be lost).
-        del self._checked
+        self._checked = None
         if self.settings.balance:
-            self._settle(blocks, placed)
-        blocks += given
-        placed += [None] * len(given)
-        summaries = self._summaries(blocks, placed)
-        parts = {}
-        for part in ("train", "val"):
-            chosen = tuple(i for i, s in enumerate(summaries) if s[part].n)
-            parts[part] = Part(chosen,
-                               float(sum(summaries[i][part].weight for i in chosen)),
-                               {i: summaries[i][part].nbytes for i in chosen})
-        if not parts["train"].blocks:
-            raise ValueError("Every row was held out for validation: lower "
-                             "validation_fraction.")
-        train = [summaries[i]["train"] for i in parts["train"].blocks]
-        self._n_train = int(sum(s.n for s in train))
-        # Equal positive weights make the weighted mean the plain mean: the
-        # workers then leave them out, as the in-memory fit does.
-        low, high = min(s.low for s in train), max(s.high for s in train)
-        uniform = bool(low == high > 0)
-        if uniform:
-            parts["train"] = parts["train"]._replace(weight_sum=float(self._n_train))
-        if plan is None:
-            del parts["val"]
-        else:
-            _check_validation_weight(parts["val"].weight_sum)
-        self._prepared = (blocks, placed, parts, uniform)
-        if plan is None:
-            return None
-        # X, y, sw: ignored by the distributed loss, which knows its blocks.
-        return {"X": None, "y": None, "sw": None, "scores": [], "losses": []}
+            _placement.settle(self.client, self.watch, blocks, placed,
+                              self.settings.balance_rounds)
+            self.watch.held(blocks)
+        return blocks, placed
 
     def _placement(self):
         """A worker for each checked block: where it is, or (``balance``)
@@ -237,30 +229,8 @@ class DaskRows:
         holders = [who_has.get(block.key) or () for block in self._checked]
         if not self.settings.balance:
             return [_placement.where(None, h) for h in holders]
-        return _placement.balance(self.client.nthreads(), holders, self._n_rows)
-
-    def _settle(self, blocks, placed):
-        """Move the blocks that were prepared away from their place there.
-
-        A preparation only prefers its placed worker (held to it, the
-        recomputation of a block lost with that worker would wait for it
-        forever), so Dask's work stealing can run it on an idle worker
-        instead, which undoes the balance (seen with distributed 2025.1).
-        Such blocks are moved, in up to ``balance-rounds`` rounds (a move
-        can be stolen too); ``blocks`` is updated in place.
-        """
-        for round_ in range(self.settings.balance_rounds + 1):
-            self.watch.wait(blocks)
-            who_has = self.client.who_has(blocks)
-            alive = self.client.nthreads()
-            astray = [i for i, worker in enumerate(placed)
-                      if worker in alive and worker not in who_has.get(blocks[i].key, ())]
-            if not astray or round_ == self.settings.balance_rounds:
-                return
-            for i in astray:
-                blocks[i] = self.client.submit(
-                    _worker.moved, blocks[i], pure=False,
-                    **_placement.restriction(placed[i]))
+        nthreads = {w: info.nthreads for w, info in self.watch.workers().items()}
+        return _placement.balance(nthreads, holders, self._n_rows)
 
     def _summaries(self, blocks, placed):
         """Each prepared block's summary, computed where the block is (a task
@@ -269,28 +239,32 @@ class DaskRows:
         who_has = self.client.who_has(blocks)
         where = [_placement.where(worker, who_has.get(block.key) or ())
                  for block, worker in zip(blocks, placed)]
-        return self.watch.gather([
+        return self.watch.gather(self.watch.held([
             self.client.submit(_worker.summary_of, block, pure=False,
                                **_placement.restriction(worker))
             for block, worker in zip(blocks, where)
-        ])
+        ]))
 
+    # ---------------------------------------------------- the validation set
     def _given(self, estimator, validation):
-        """The user's validation set, checked against the fitted features as
-        in memory, then checked and prepared on the workers."""
+        """The user's validation set (Dask or in memory, dense or sparse, of
+        any width), checked against the fitted features as in memory, then
+        checked and prepared on the workers."""
         X_val, y_val, sw_val = validation
-        names = ("X_val", "y_val", "sample_weight_val")
         # Names, their order, the number of features and the dtype kinds
         # checked as in memory; the values on the workers, block by block.
         if is_dask(X_val):
             validate_data(estimator, meta(X_val), reset=False, ensure_min_samples=0,
                           dtype=[np.float64, np.float32])
+            blocks, sparse = row_blocks(X_val, y_val, sw_val, _VALIDATION_NAMES), \
+                is_sparse(X_val)
         else:
-            X_val = da.from_array(validate_data(
-                estimator, X_val, reset=False, accept_sparse="csr",
-                dtype=[np.float64, np.float32]))
-        checked = self._check(row_blocks(X_val, y_val, sw_val, names=names), names)
-        return [self.client.submit(_worker.prepare_block, block, 0,
-                                   labels=self.labels, per_class=None, split="val",
-                                   pure=False)
-                for block in checked]
+            X_val = validate_data(estimator, X_val, reset=False, accept_sparse="csr",
+                                  dtype=[np.float64, np.float32])
+            blocks = memory_blocks(X_val, y_val, sw_val, _VALIDATION_NAMES)
+            sparse = not isinstance(X_val, np.ndarray)
+        checked, _ = self._check(blocks, sparse, _VALIDATION_NAMES)
+        return self.watch.held([
+            self.client.submit(_worker.prepare_block, block, 0, labels=self.labels,
+                               per_class=None, split="val", pure=False)
+            for block in checked])

@@ -227,8 +227,9 @@ def moved(prepared):
 
 
 # ---------------------------------------------------------------- evaluating
-# Per worker process: for the latest fits (by token), each thread's loss
-# object. Older fits' scratch memory is dropped.
+# Per worker process: for the running fits (by token), each thread's loss
+# object. A fit drops its own when it ends (forget); should it not reach the
+# workers then (its client lost), only the latest fits' are kept.
 _LOSSES = collections.OrderedDict()
 _LOSSES_LOCK = threading.Lock()
 _KEEP_FITS = 2
@@ -250,6 +251,13 @@ def loss_for(spec):
                 TwoLayerLoss(layout, activation=spec.activation),
                 np.empty(layout.size, dtype=layout.dtype))
     return kept
+
+
+def forget(token):
+    """Drop the scratch memory of fit ``token`` (run on every worker when
+    the fit ends, whatever its outcome)."""
+    with _LOSSES_LOCK:
+        _LOSSES.pop(token, None)
 
 
 def block_terms(spec, theta, planned, *blocks):
