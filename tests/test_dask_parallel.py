@@ -11,6 +11,7 @@ nothing, and that bad input gets a clear error. The module is skipped only
 when the ``dask`` extra is not installed.
 """
 
+import functools
 import os
 import pickle
 import re
@@ -31,6 +32,7 @@ distributed = pytest.importorskip("distributed", reason=_REASON)
 import dask  # noqa: E402
 import pandas as pd  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
+from distributed.diagnostics.plugin import SchedulerPlugin  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits, make_classification  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -182,11 +184,12 @@ def test_the_plan_is_a_tree_of_fan_in_over_the_workers_in_a_fixed_order():
     for k in range(len(plan.workers)):
         assert list(plan.children(k)) == [c for c, p in enumerate(parents) if p == k]
         assert len(plan.children(k)) <= 3
-    # Each worker's blocks in order, in tasks of at most 25 bytes (2 blocks).
-    assert plan.tasks[0] == ((0, 11), (22, 33))
-    assert plan.tasks[-1] == ((40,),)
+    # Each worker's blocks in order, in groups of at most 25 bytes (2
+    # blocks); 40 bytes do not fit in one thread's 25: a task per group.
+    assert plan.tasks[0] == (((0, 11),), ((22, 33),))
+    assert plan.tasks[-1] == (((40,),),)
     assert sorted(i for per_worker in plan.tasks for task in per_worker
-                  for i in task) == list(range(41))
+                  for group in task for i in group) == list(range(41))
     # The same input, the same plan (so the same order of the sums).
     assert _placement.plan(locations, range(41), 3, infos,
                            dict.fromkeys(range(41), 10), 25) == plan
@@ -196,18 +199,33 @@ def test_the_plan_is_a_tree_of_fan_in_over_the_workers_in_a_fixed_order():
     # small blocks go together, up to the task size ...
     ([20] * 8, 1, 128, [4, 4]),
     ([20] * 8, 1, 50, [2, 2, 2, 2]),
-    # ... but each thread gets a task
+    # ... but each thread gets a group
     ([20] * 8, 3, 1000, [2, 3, 3]),
-    # a block larger than a task is a task of its own
+    # a block larger than a task is a group of its own
     ([100, 100, 5], 1, 10, [1, 1, 1]),
     ([10, 10, 10, 10, 60], 4, 1000, [1, 1, 1, 1, 1]),
 ])
-def test_a_workers_blocks_are_cut_into_tasks_by_size(case):
+def test_a_workers_blocks_are_cut_into_groups_by_size(case):
     sizes, threads, task_bytes, expected = case
     blocks = list(range(len(sizes)))
-    tasks = _placement.tasks(blocks, sizes, threads, task_bytes)
-    assert [len(task) for task in tasks] == expected
-    assert [i for task in tasks for i in task] == blocks
+    groups = _placement.groups(blocks, sizes, threads, task_bytes)
+    assert [len(group) for group in groups] == expected
+    assert [i for group in groups for i in group] == blocks
+
+
+@pytest.mark.parametrize("threads", [1, 2, 8])
+def test_a_worker_whose_rows_fit_takes_one_task_whatever_its_threads(threads):
+    # 16 blocks of 10 bytes, tasks of at most 40 bytes a thread: one task
+    # of all the worker's groups where its threads hold them all (8 threads:
+    # 320 bytes); otherwise one task a group (spilling between them).
+    blocks, sizes = list(range(16)), [10] * 16
+    tasks = _placement.tasks(blocks, sizes, threads, 40)
+    groups = _placement.groups(blocks, sizes, threads, 40)
+    if threads * 40 >= sum(sizes):
+        assert tasks == (groups,) and len(groups) == threads
+    else:
+        assert tasks == tuple((group,) for group in groups)
+        assert all(sum(sizes[i] for i in group) <= 40 for group in groups)
 
 
 def test_a_fit_spreads_blocks_held_by_one_worker(digits):
@@ -226,7 +244,8 @@ def test_a_fit_spreads_blocks_held_by_one_worker(digits):
         loss.loss_gradient(np.zeros(loss.layout.size))
         objective = data._objective
         plan = objective.plan("train")
-        rows = {w: sum(data._n_rows[i] for task in tasks for i in task)
+        rows = {w: sum(data._n_rows[i] for task in tasks for group in task
+                       for i in group)
                 for w, tasks in zip(plan.workers, plan.tasks)}
         # ten blocks: 5 x 180 on one worker, 4 x 180 + 177 on the other (a
         # block that work stealing prepared elsewhere is evaluated there)
@@ -236,7 +255,8 @@ def test_a_fit_spreads_blocks_held_by_one_worker(digits):
         who_has = c.who_has(blocks)
         for worker, tasks in zip(plan.workers, plan.tasks):
             for task in tasks:
-                assert all(worker in who_has[blocks[i].key] for i in task)
+                assert all(worker in who_has[blocks[i].key]
+                           for group in task for i in group)
 
 
 def test_blocks_prepared_away_from_their_place_are_moved_there(client):
@@ -267,7 +287,7 @@ def test_blocks_with_no_known_holder_are_evaluated_anywhere(client, digits):
     theta = np.random.default_rng(0).normal(scale=0.3, size=loss.layout.size)
     expected = loss.loss_gradient(theta)
     objective = data._objective
-    objective._plans["train"] = _placement.Plan((None,), (((0, 1), (2,)),), 4)
+    objective._plans["train"] = _placement.Plan((None,), ((((0, 1), (2,)),),), 4, 0)
     value, grad = loss.loss_gradient(theta)
     assert value == pytest.approx(expected[0], rel=1e-12)
     np.testing.assert_allclose(grad, expected[1], rtol=1e-12, atol=1e-15)
@@ -680,18 +700,19 @@ def _sparse_block(seed, rows, d):
 
 
 def test_a_sparse_block_counts_for_what_it_holds(tight):
-    # Blocks of 240 MB dense, 0.4 MB as the CSR matrices they are, made on
-    # the workers: they fit, where counted dense they would not.
+    # Blocks as large as a worker's memory limit dense (about 500 MB), 1 MB
+    # as the CSR matrices they are, made on the workers: they fit, where
+    # counted dense they would not.
     c, limit = tight
-    rows, d = 15_000, 2_000
+    d = 2_000
+    rows = -(-limit // (8 * d))
     parts = [dask.delayed(_sparse_block, pure=True)(seed, rows, d) for seed in range(3)]
     dX = da.concatenate([da.from_delayed(p[0], shape=(rows, d), dtype=float,
                                          meta=sp.csr_matrix((0, 0)))
                          for p in parts])
     dy = da.concatenate([da.from_delayed(p[1], shape=(rows,), dtype=np.int64)
                          for p in parts])
-    # Counted dense, no worker could take one (it has less room than this).
-    assert 2 * rows * d * 8 > limit * dask.config.get("distributed.worker.memory.pause")
+    assert rows * d * 8 >= limit
     params = dict(hidden_size=4, max_iter=2, tol=0.0, random_state=0)
     got = _on(c, **params).fit(dX, dy)
     local = [_sparse_block(seed, rows, d) for seed in range(3)]
@@ -849,65 +870,83 @@ def test_an_evaluation_whose_worker_died_too_often_is_tried_again(killable, capl
 
 
 # ------------------------------------------------ what travels, and in what order
-def test_the_client_sends_theta_once_and_receives_one_gradient(digits):
+class _Graphs(SchedulerPlugin):
+    """The number of our tasks in each graph the scheduler receives (not the
+    blocks and parameters they depend on)."""
+
+    def __init__(self):
+        self.graphs = []
+
+    def update_graph(self, scheduler, *, tasks, **kwargs):
+        self.graphs.append(sum(str(key).startswith("sk-twolayer-") for key in tasks))
+
+
+def _relayed(scheduler, ops=("scatter", "gather")):
+    """Counts of the calls of the scheduler's handlers that carry data
+    between the client and the workers through it."""
+    calls = dict.fromkeys(ops, 0)
+    for op in ops:
+        handler = scheduler.handlers[op]
+
+        @functools.wraps(handler)  # (the scheduler reads its signature)
+        def counting(*args, _op=op, _handler=handler, **kwargs):
+            calls[_op] += 1
+            return _handler(*args, **kwargs)
+
+        scheduler.handlers[op] = counting
+    return calls
+
+
+def test_what_reaches_the_scheduler_per_evaluation(digits):
+    # Per evaluation: one graph, of a few tasks a worker whatever its threads
+    # (at most 3K + 2), and theta and the totals never through the scheduler.
     X, y = digits
-    for n_workers in (1, 5):
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1,
-                          processes=False, dashboard_address=":0") as cluster, \
-                Client(cluster) as c, \
-                dask.config.set({"sk-twolayer.dask.fan-in": 2}):
-            scattered, gathered, arrays = [], [], []
-            scatter, submit = c.scatter, c.submit
-            gather = _faults.Watch.gather
-
-            def recording_scatter(data, **kwargs):
-                scattered.append(np.asarray(data).size)
-                return scatter(data, **kwargs)
-
-            def recording_submit(func, *args, **kwargs):
-                arrays.extend(a for a in args if isinstance(a, np.ndarray))
-                return submit(func, *args, **kwargs)
-
-            def recording_gather(self, futures, **kwargs):
-                gathered.append(len(futures) if isinstance(futures, list) else 1)
-                return gather(self, futures, **kwargs)
-
-            c.scatter, c.submit = recording_scatter, recording_submit
-            _faults.Watch.gather = recording_gather
-            try:
+    evaluations = 3
+    counts = {}
+    for n_workers, fan_in in ((2, 4), (5, 2)):  # a star, and a tree
+        for threads in (1, 4):
+            with LocalCluster(n_workers=n_workers, threads_per_worker=threads,
+                              processes=False, dashboard_address=":0") as cluster, \
+                    Client(cluster) as c, \
+                    dask.config.set({"sk-twolayer.dask.fan-in": fan_in}):
                 est = _on(c, hidden_size=16)
-                data = DaskRows(est, c, _dask(X, 150), _dask(y, 150), None,
+                rows = -(-len(y) // (16 * n_workers))  # 16 blocks a worker
+                data = DaskRows(est, c, _dask(X, rows), _dask(y, rows), None,
                                 first_call=True)
                 loss = data.objective(TwoLayerLoss(ParamLayout(64, 16, 10)))
                 data.hold_out(est, (None, None, None), None, False)
-                scattered.clear(), gathered.clear(), arrays.clear()
                 theta = np.random.default_rng(0).normal(size=loss.layout.size)
-                for _ in range(3):
-                    loss.loss_gradient(theta)
+                loss.loss_gradient(theta)  # (the plan is made)
+                graphs = _Graphs()
+                cluster.scheduler.add_plugin(graphs, name="graphs")
+                relayed = _relayed(cluster.scheduler)
+                for _ in range(evaluations):
                     theta = theta * 0.9
+                    loss.loss_gradient(theta)
                 plan = data._objective.plan("train")
-            finally:
-                _faults.Watch.gather = gather
-        assert len(plan.workers) == n_workers
-        # Each evaluation: theta out once, one result back, and no task
-        # argument is an array (theta reaches the workers from the cluster).
-        assert scattered == [loss.layout.size] * 3, (n_workers, scattered)
-        assert gathered == [1] * 3, (n_workers, gathered)
-        assert arrays == []
-        # With fan-in 2 over 5 workers, no worker gets more than two others'
-        # partial sums.
-        assert max(len(plan.children(k)) for k in range(n_workers)) <= 2
+                data.close()
+            assert len(plan.workers) == n_workers
+            assert relayed == {"scatter": 0, "gather": 0}, relayed
+            assert len(graphs.graphs) == evaluations, graphs.graphs
+            assert max(graphs.graphs) <= 3 * n_workers + 2, graphs.graphs
+            counts[n_workers, threads] = graphs.graphs
+    # Tasks do not grow with the threads of the workers.
+    assert counts[2, 1] == counts[2, 4] and counts[5, 1] == counts[5, 4], counts
 
 
-def test_the_sum_over_a_tree_of_workers_is_the_in_memory_one(digits):
+@pytest.mark.parametrize("star_workers", [0, 5], ids=["tree", "star"])
+def test_the_sum_over_the_workers_is_the_in_memory_one(digits, star_workers):
+    # Five workers, as a tree of fan-in 2 or as a star; a task size that
+    # makes a worker's rows spill over several tasks (10 kB of ~180 kB).
     X, y = digits
     sw = np.random.default_rng(0).uniform(0, 2, len(y))
     layout = ParamLayout(64, 16, 10)
     local = TwoLayerLoss(layout, reg=1e-3)
-    rows = (1, 600, 17, 999, 180)
+    rows = (1, 300, 17, 299, 180, 300, 400, 300)
     with LocalCluster(n_workers=5, threads_per_worker=1, processes=False,
                       dashboard_address=":0") as cluster, Client(cluster) as c, \
             dask.config.set({"sk-twolayer.dask.fan-in": 2,
+                             "sk-twolayer.dask.star-workers": star_workers,
                              "sk-twolayer.dask.task-size": "10kB"}):
         est = _on(c, hidden_size=16)
         data = DaskRows(est, c, _dask(X, rows), _dask(y, rows), _dask(sw, rows),
@@ -918,12 +957,14 @@ def test_the_sum_over_a_tree_of_workers_is_the_in_memory_one(digits):
         first = loss.loss_gradient(theta)
         again = loss.loss_gradient(theta.copy())
         plan = data._objective.plan("train")
+        star = data._objective.star(plan)
     value, grad = local.loss_gradient(theta, X, y, sw)
     assert first[0] == pytest.approx(value, rel=1e-12)
     np.testing.assert_allclose(first[1], grad, rtol=1e-12, atol=1e-12 * np.abs(grad).max())
     # A fixed plan adds in a fixed order: the same bits.
     assert first[0] == again[0] and np.array_equal(first[1], again[1])
-    assert len(plan.workers) > 2 and max(map(len, plan.tasks)) >= 1
+    assert len(plan.workers) > 2 and max(map(len, plan.tasks)) > 1
+    assert star == (star_workers == 5)
 
 
 def test_two_fits_on_the_same_cluster_agree_bit_for_bit(client, digits):
@@ -974,7 +1015,7 @@ def test_the_settings_come_from_dask_config():
             current.evaluation_timeout) == (7, 0.25, 2**20, 120)
     for name, value in (("fan-in", 1), ("retries", -1), ("task-size", "0 B"),
                         ("poll-interval", "0s"), ("balance-rounds", -1),
-                        ("evaluation-timeout", "0s")):
+                        ("evaluation-timeout", "0s"), ("star-workers", -1)):
         with dask.config.set({f"sk-twolayer.dask.{name}": value}), \
                 pytest.raises(ValueError, match=f"sk-twolayer.dask.{name}"):
             _config.settings()
@@ -1139,12 +1180,14 @@ def test_the_clients_memory_does_not_grow_with_the_rows(client):
 # ------------------------------------------------------------ losing a worker
 def _install_kill(phase, evaluation, marker):
     """On a worker: die (SIGKILL) when starting a task of evaluation
-    ``evaluation`` of the fit (``phase="train"``: a block's terms; ``"sum"``:
-    an addition of partial sums) or, with ``phase="prepare"``, its first
-    block's preparation; once per ``marker`` file across the cluster."""
+    ``evaluation`` of the fit (``phase="train"``: a worker's evaluation;
+    ``"sum"``: an addition of partial sums; ``"relay"``: passing theta on
+    in the tree) or, with ``phase="prepare"``, its first block's
+    preparation; once per ``marker`` file across the cluster."""
     from sk_twolayer.dask import _worker as module
 
-    name = {"prepare": "prepare_block", "train": "block_terms", "sum": "add"}[phase]
+    name = {"prepare": "prepare_block", "train": "worker_terms", "sum": "add",
+            "relay": "relay"}[phase]
     original = getattr(getattr(module, name), "__wrapped__", getattr(module, name))
 
     def dying(*args, **kwargs):
@@ -1163,8 +1206,13 @@ def _install_kill(phase, evaluation, marker):
     setattr(module, name, dying)
 
 
-KILL_POINTS = ([("prepare", 0)] + [("train", k) for k in (1, 2, 3, 5, 8, 12, 16, 20, 24)]
-               + [("sum", 4)])
+# Where a worker dies: (phase, evaluation, settings). On four workers an
+# evaluation is a star; the additions and relays of a tree (fan-in 2: worker
+# 1 relays theta to worker 3 and adds its total) are killed in a tree.
+TREE = {"sk-twolayer.dask.star-workers": 0, "sk-twolayer.dask.fan-in": 2}
+KILL_POINTS = ([("prepare", 0, {})]
+               + [("train", k, {}) for k in (1, 2, 3, 5, 8, 12, 16, 20, 24)]
+               + [("train", 6, TREE), ("sum", 4, TREE), ("relay", 7, TREE)])
 
 
 class _Killable:
@@ -1179,15 +1227,15 @@ class _Killable:
     def __init__(self):
         self.cluster = self.client = None
 
-    def ready(self):
-        """A client of the cluster, with at least two live workers."""
+    def ready(self, n=2):
+        """A client of the cluster, with at least ``n`` live workers."""
         if self.client is None:
             self.cluster = _cluster(4)
             self.client = Client(self.cluster, set_as_default=False)
-        alive = len(self.client.scheduler_info()["workers"])
-        if alive < 2:
-            self.cluster.scale(len(self.cluster.worker_spec) + 2 - alive)
-        self.client.wait_for_workers(2, timeout=60)
+        alive = len(self.client.scheduler_info(n_workers=-1)["workers"])
+        if alive < n:
+            self.cluster.scale(len(self.cluster.worker_spec) + n - alive)
+        self.client.wait_for_workers(n, timeout=60)
         return self.client
 
     def close(self):
@@ -1216,13 +1264,15 @@ def test_a_worker_killed_mid_fit_loses_nothing(killable, tmp_path):
     # The same model as in memory, however the fit was interrupted.
     expected = TwoLayerSoftmaxClassifier(**params).fit(X, y)
     outcomes = []
-    for trial, (phase, evaluation) in enumerate(KILL_POINTS):
-        c = killable.ready()
+    for trial, (phase, evaluation, settings) in enumerate(KILL_POINTS):
+        # (A tree's relays need four workers: a root, a relay and its child.)
+        c = killable.ready(4 if settings else 2)
         pids = set(c.run(os.getpid).values())
         marker = tmp_path / f"killed-{trial}"
         c.run(_install_kill, phase, evaluation, str(marker))
         start = time.monotonic()
-        got = _on(c, **params).fit(dX, dy)
+        with dask.config.set(settings):
+            got = _on(c, **params).fit(dX, dy)
         elapsed = time.monotonic() - start
         assert marker.exists(), f"trial {trial}: no worker was killed"
         assert not pids <= set(c.run(os.getpid).values()), f"trial {trial}: none is gone"
@@ -1446,12 +1496,12 @@ def _on_evaluation(monkeypatch, actions):
     original = _objective.DistributedObjective._broadcast
     done = {}
 
-    def broadcast(self, theta, plan, prefix, reuse):
+    def broadcast(self, theta, plan, *args, **kwargs):
         n = self.evaluations
         if n in actions and n not in done:
             done[n] = plan
             actions[n](self, plan)
-        return original(self, theta, plan, prefix, reuse)
+        return original(self, theta, plan, *args, **kwargs)
 
     monkeypatch.setattr(_objective.DistributedObjective, "_broadcast", broadcast)
     return done
@@ -1525,7 +1575,7 @@ def test_an_evaluation_over_its_time_limit_is_a_clear_error(client, digits,
     X, y = digits
     clf = _fitted_elsewhere(X, y)
     before = _unchanged(clf)
-    original = _worker.block_terms
+    original = _worker.worker_terms
 
     def stuck(spec, *args):
         if spec.part == "train" and re.search(r"-train-\w+-4-",
@@ -1538,7 +1588,7 @@ def test_an_evaluation_over_its_time_limit_is_a_clear_error(client, digits,
                       dashboard_address=":0") as cluster, \
             Client(cluster, set_as_default=False) as c, \
             dask.config.set({"sk-twolayer.dask.evaluation-timeout": "2s"}):
-        monkeypatch.setattr(_worker, "block_terms", stuck)
+        monkeypatch.setattr(_worker, "worker_terms", stuck)
         clf.client = c
         start = time.monotonic()
         with pytest.raises(RuntimeError, match=r"Evaluation 4 of the loss took more "

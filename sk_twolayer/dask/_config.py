@@ -23,6 +23,8 @@ class Settings(NamedTuple):
     """One fit's settings, read once from ``dask.config``."""
 
     fan_in: int
+    star_workers: int
+    direct: bool
     task_bytes: int
     balance: bool
     balance_rounds: int
@@ -39,6 +41,8 @@ def settings():
 
     current = Settings(
         fan_in=int(get("fan-in")),
+        star_workers=int(get("star-workers")),
+        direct=bool(get("direct-transfers")),
         task_bytes=parse_bytes(get("task-size")),
         balance=bool(get("balance")),
         balance_rounds=int(get("balance-rounds")),
@@ -51,6 +55,11 @@ def settings():
     if current.fan_in < 2:
         raise ValueError(
             f"sk-twolayer.dask.fan-in must be 2 or more, got {current.fan_in}."
+        )
+    if current.star_workers < 0:
+        raise ValueError(
+            "sk-twolayer.dask.star-workers must be 0 or more, got "
+            f"{current.star_workers}."
         )
     if current.task_bytes <= 0:
         raise ValueError(

@@ -190,17 +190,18 @@ class Watch:
             except _TIMEOUTS:
                 self._poll(on_poll)
 
-    def gather(self, futures, on_poll=None, timeout=None, what=None):
+    def gather(self, futures, on_poll=None, timeout=None, what=None, direct=None):
         """The futures' results.
 
         The gather runs on the client's event loop as one request, which
         this polls: a result lost with its worker while it is gathered is
         recomputed, and waited for, as long as some worker is there to do it.
         With ``timeout`` (seconds), it gives up after that long with an
-        error that names ``what`` it waited for.
+        error that names ``what`` it waited for. ``direct``: fetch the
+        results from the workers, not through the scheduler.
         """
         request = asyncio.run_coroutine_threadsafe(
-            self.client.gather(futures, asynchronous=True),
+            self.client.gather(futures, asynchronous=True, direct=direct),
             self.client.loop.asyncio_loop)
         start = time.monotonic()
         try:

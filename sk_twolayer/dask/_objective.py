@@ -1,21 +1,26 @@
 """The distributed objective: broadcast theta, evaluate the blocks, reduce.
 
-One evaluation of the data term is one small task graph over the blocks
-that the workers hold (:class:`~._placement.Plan`):
+One evaluation of the data term reaches the scheduler as one task graph
+over the blocks that the workers hold (:class:`~._placement.Plan`), with
+theta and the totals sent between the client and the workers directly
+(``direct-transfers``), not through the scheduler:
 
-- **broadcast**: theta leaves the client once, scattered to the root
-  worker; every other worker gets it from its parent in a tree of fan-in
-  ``fan_in`` (a ``relay`` task leaves a copy on each inner node, and the
-  leaves' tasks fetch it from their parent), so no worker sends it more
-  than ``fan_in`` times, whatever the number of workers;
-- **evaluate**: one task per block, where the block is, through the
-  in-memory loss (``block_terms``): no task needs more than one block in
-  memory, so Dask can spill the others;
-- **reduce**: each worker adds up its blocks' partial sums, then the
-  partial sums of its children in the tree, in a fixed order; the client
-  receives one loss and one gradient.
+- **broadcast**: on a few workers (``star-workers``), the client sends
+  theta to each; on more, theta leaves the client once, to the root
+  worker, and every other worker gets it from its parent in a tree of
+  fan-in ``fan_in`` (a ``relay`` task leaves a copy on each inner node,
+  and the leaves' tasks fetch it from their parent), so that no worker
+  sends it more than ``fan_in`` times, whatever the number of workers;
+- **evaluate**: one task per worker (``worker_terms``), which evaluates
+  its blocks through the in-memory loss on all the worker's threads at
+  once; the scheduler's work grows with the workers, not their threads.
+  Where a worker's rows do not fit in memory at once, a task per group of
+  blocks of at most ``task-size``, between which Dask can spill;
+- **reduce**: each worker adds up its tasks' partial sums, then (a tree)
+  those of its children, in a fixed order; the client receives one loss
+  and one gradient (a star: each worker's, which it adds in plan order).
 
-Tasks prefer the worker of their block (or node) but may run anywhere, so
+Tasks prefer the worker of their blocks (or node) but may run anywhere, so
 that a lost worker never leaves one waiting; an evaluation whose tasks ran
 elsewhere makes the next one look again where the blocks are.
 """
@@ -25,6 +30,7 @@ import itertools
 from typing import NamedTuple
 
 import numpy as np
+from dask.highlevelgraph import HighLevelGraph
 
 from . import _placement, _worker
 from ._faults import Cancelled, KilledWorker, ParametersLost, retry_or_raise
@@ -34,6 +40,9 @@ from .._namespace import NUMPY
 # distributed's CommClosedError is an OSError; an address the scheduler
 # no longer knows, a KeyError; a worker that never answers, a timeout.
 _SENDING = (OSError, KeyError, TimeoutError, asyncio.TimeoutError)
+# How long theta waits to be sent to a worker that is not running (paused,
+# or gone but not yet seen to be) before the evaluation is planned anew.
+_SEND_TIMEOUT = 5  # seconds
 
 
 class Part(NamedTuple):
@@ -91,10 +100,12 @@ class Placed(NamedTuple):
 
 class Broadcast(NamedTuple):
     """The parameters of the last evaluation, as sent to the workers of a
-    plan: ``copies[k]`` is the future worker ``k``'s tasks take them from."""
+    plan (as a star, or down a tree): ``copies[k]`` is the future worker
+    ``k``'s tasks take them from."""
 
     theta: object
     workers: tuple
+    star: bool
     copies: list
 
 
@@ -143,101 +154,169 @@ class DistributedObjective:
         for attempt in itertools.count():
             plan = self.plan(part)
             try:
-                root = self._submit(part, theta, plan, attempt)
-                result = self.watch.gather(
-                    root, timeout=self.settings.evaluation_timeout,
+                totals = self._submit(part, theta, plan, attempt)
+                partials = self.watch.gather(
+                    totals, direct=self.settings.direct,
+                    timeout=self.settings.evaluation_timeout,
                     what=f"Evaluation {self.evaluations} of the loss")
             except (KilledWorker, Cancelled, ParametersLost) as error:
                 retry_or_raise(error, attempt, self.settings, self._data_lost)
                 self.replan()
                 continue
+            # (One total from a tree; from a star, the workers', in plan order.)
+            result = _worker.add(*partials) if len(partials) > 1 else partials[0]
             if not result.planned:
                 self.replan()
             return result
-
-    def _task(self, *args, **kwargs):
-        """``client.submit``, kept track of (so that a fit that fails leaves
-        none of its tasks behind)."""
-        return self.watch.held(self.client.submit(*args, **kwargs))
 
     def _data_lost(self):
         # ("lost" is a block lost with its worker that the scheduler will
         # compute again; "cancelled", one it cannot.)
         return any(block.status == "cancelled" for block in self.placed.blocks)
 
+    def star(self, plan):
+        """Whether an evaluation of ``plan`` is a star: the client sends the
+        parameters to every worker and adds up their totals itself (two
+        transfers on the way, where a tree takes four from two workers on),
+        rather than a tree of fan-in ``fan_in`` (whose traffic at the
+        client, the root and every node is bounded whatever the workers)."""
+        return len(plan.workers) <= self.settings.star_workers
+
     def _submit(self, part, theta, plan, attempt):
-        """Submit one evaluation's tasks; the future of its total."""
+        """Send theta out, and submit one evaluation as one task graph; the
+        futures of its totals: the root's (a tree), or each worker's (a
+        star).
+
+        Each worker evaluates its blocks in one task (``worker_terms``: the
+        groups of :func:`~._placement.tasks` at once, on its threads; more
+        tasks only where its rows do not fit in memory at once), and adds
+        its children's totals to its own (``add``); inner nodes of a tree
+        pass theta on (``relay``). Tasks prefer their worker but may run
+        anywhere, so that a lost worker never leaves one waiting.
+        """
         spec = self.spec._replace(part=part,
                                   weight_sum=getattr(self.placed.parts, part).weight_sum)
-        prefix = (f"sk-twolayer-{part}-{spec.token}-{self.evaluations}-{attempt}")
-        copies = self._broadcast(theta, plan, prefix, reuse=attempt == 0)
-        sums = {}
+        prefix = f"sk-twolayer-{part}-{spec.token}-{self.evaluations}-{attempt}"
+        star = self.star(plan)
+        copies, relays = self._broadcast(theta, plan, prefix, reuse=attempt == 0,
+                                         star=star)
+        graph = _Graph(prefix)
+        for k in relays:  # theta down the tree, to its inner nodes
+            graph.add(plan.workers[k], copies[k],
+                      (_worker.relay, copies[plan.parent(k)]), priority=1)
+        totals = {}
         for k in reversed(range(len(plan.workers))):  # leaves first
             worker = plan.workers[k]
-            where = _placement.restriction(worker)
-            terms = [
-                self._task(
-                    _worker.block_terms, spec, copies[k], worker,
-                    *[self.placed.blocks[i] for i in task],
-                    key=f"{prefix}-block-{task[0]}",
-                    pure=False, **where)
-                for task in plan.tasks[k]
-            ]
-            inputs = terms + [sums.pop(child) for child in plan.children(k)]
-            sums[k] = self._sum(inputs, f"{prefix}-sum-{k}", where)
-        return sums[0]
+            inputs = []
+            for j, task in enumerate(plan.tasks[k]):
+                blocks = [self.placed.blocks[i] for group in task for i in group]
+                ends = np.cumsum([len(group) for group in task])
+                positions = tuple(tuple(range(end - len(group), end))
+                                  for group, end in zip(task, ends))
+                key = f"{prefix}-evaluate-{k}-{j}"
+                graph.add(worker, key, (_worker.worker_terms, spec, copies[k], worker,
+                                        positions, *blocks))
+                inputs.append(key)
+            if not star:
+                inputs += [totals.pop(child) for child in plan.children(k)]
+            totals[k] = self._sum(graph, worker, inputs, f"{prefix}-sum-{k}")
+        outputs = [totals[k] for k in sorted(totals)]
+        futures = self.watch.held(self.client.get(
+            graph.hlg(), outputs + [copies[k] for k in relays], sync=False))
+        # The relays' copies, kept with theta for a validation pass at it.
+        relayed = dict(zip([copies[k] for k in relays], futures[len(outputs):]))
+        self._last = self._last._replace(
+            copies=[relayed.get(c, c) if isinstance(c, str) else c for c in copies])
+        return futures[:len(outputs)]
 
-    def _broadcast(self, theta, plan, prefix, reuse):
-        """For each worker of ``plan``, the future its tasks take theta from.
+    def _broadcast(self, theta, plan, prefix, reuse, star):
+        """For each worker of ``plan``, where its tasks take theta from; and
+        the workers that are to relay it in this evaluation's graph.
 
-        theta leaves the client once, to the root worker. Only the inner
-        nodes of the tree keep a copy (a ``relay`` task): a leaf's tasks
-        fetch theirs from its parent.
+        A star: a copy sent to each running worker. A tree: theta leaves the client
+        once, to the root worker; each inner node of the tree gets a copy
+        from its parent (a ``relay`` task, whose key is its entry), and a
+        leaf's tasks fetch theirs from its parent (the parent's entry). A
+        validation pass at the point just evaluated reuses the copies of
+        that evaluation.
         """
         last = self._last
         if (reuse and last is not None and last.workers == plan.workers
-                and np.array_equal(last.theta, theta)):
-            return last.copies  # (a validation pass at the point just evaluated)
-        copies = [self._scatter(theta, plan.workers[0])]
-        for k in range(1, len(plan.workers)):
-            parent = copies[plan.parent(k)]
-            if len(plan.children(k)):
-                parent = self._task(
-                    _worker.relay, parent, key=f"{prefix}-relay-{k}", pure=False,
-                    priority=1, **_placement.restriction(plan.workers[k]))
-            copies.append(parent)
-        self._last = Broadcast(theta.copy(), plan.workers, copies)
-        return copies
+                and last.star == star and np.array_equal(last.theta, theta)):
+            return last.copies, []
+        if star:
+            # (A worker that runs no task now, paused or unknown, gets none:
+            # its tasks run elsewhere.)
+            copies = [self._scatter(theta, worker)
+                      for worker in plan.workers[:max(plan.running, 1)]]
+            copies += copies[:1] * (len(plan.workers) - len(copies))
+            relays = []
+        else:
+            copies = [self._scatter(theta, plan.workers[0])]
+            relays = [k for k in range(1, len(plan.workers)) if len(plan.children(k))]
+            for k in range(1, len(plan.workers)):
+                copies.append(f"{prefix}-relay-{k}" if k in relays
+                              else copies[plan.parent(k)])
+        self._last = Broadcast(theta.copy(), plan.workers, star, copies)
+        return copies, relays
 
-    def _scatter(self, theta, root):
-        """theta, sent to the worker ``root`` (or anywhere, where it has
-        left or is paused). A worker that leaves while it is sent raises
-        :class:`~._faults.ParametersLost`: the evaluation is tried again."""
-        workers = self.watch.workers()  # (waits while none runs)
-        running = root in workers and workers[root].running
+    def _scatter(self, theta, worker):
+        """theta, sent to ``worker`` (None: anywhere). A worker that has
+        left, or left while it is sent, or is paused, raises
+        :class:`~._faults.ParametersLost`: the evaluation is planned anew and
+        tried again."""
         try:
             return self.watch.held(self.client.scatter(
-                theta, hash=False, workers=[root] if running else None,
-                timeout=self.settings.no_workers_timeout))
+                theta, hash=False, workers=None if worker is None else [worker],
+                direct=self.settings.direct,
+                timeout=(self.settings.no_workers_timeout if worker is None
+                         else _SEND_TIMEOUT)))
         except _SENDING as error:
             raise ParametersLost(repr(error)) from error
 
-    def _sum(self, inputs, key, where):
-        """The sum of ``inputs`` on one worker, in their order.
+    def _sum(self, graph, worker, inputs, key):
+        """The key of the sum of ``inputs`` on ``worker``, in their order
+        (the one input itself where there is one).
 
         A chain of ``add`` tasks, each taking the running sum and up to
         ``fan_in`` more inputs: each runs as soon as its inputs are there,
-        while later blocks are still being evaluated, so the worker's total
-        is ready one task after its last input, and at most ``fan_in``
-        partial sums wait in memory to be added.
+        so the worker's total is ready one task after its last input, and
+        at most ``fan_in`` partial sums wait in memory to be added.
         """
         total, rest = inputs[0], inputs[1:]
         step = self.settings.fan_in
         for j in range(0, len(rest), step):
-            total = self._task(_worker.add, total, *rest[j:j + step],
-                                       key=f"{key}-{j}", pure=False, priority=1,
-                                       **where)
+            graph.add(worker, f"{key}-{j}", (_worker.add, total, *rest[j:j + step]),
+                      priority=1)
+            total = f"{key}-{j}"
         return total
+
+
+class _Graph:
+    """One evaluation's tasks, sent to the scheduler as one graph.
+
+    A layer per worker and priority, annotated with the worker (preferred,
+    not required: ``allow_other_workers``), as Dask's ``annotate`` does for
+    the collections built under it.
+    """
+
+    def __init__(self, prefix):
+        self.prefix, self.layers = prefix, {}
+
+    def add(self, worker, key, task, priority=0):
+        self.layers.setdefault((worker, priority), {})[key] = task
+
+    def hlg(self):
+        layers, annotations = {}, {}
+        for n, ((worker, priority), tasks) in enumerate(self.layers.items()):
+            name = f"{self.prefix}-layer-{n}"
+            layers[name] = tasks
+            annotations[name] = dict(_placement.restriction(worker),
+                                     **({"priority": priority} if priority else {}))
+        graph = HighLevelGraph(layers, {name: set() for name in layers})
+        for name, annotation in annotations.items():
+            graph.layers[name].annotations = annotation or None
+        return graph
 
 
 class DistributedLoss:

@@ -122,17 +122,23 @@ class Plan(NamedTuple):
     """The tasks of one evaluation: which worker evaluates which blocks, in
     which tasks, and the tree that connects the workers.
 
-    Workers are in a fixed order (by address; None, for blocks with no
-    known holder, last), so that for a given placement the sums are added
-    in the same order, bit for bit. Worker ``k``'s parent in the tree is
-    worker ``(k - 1) // fan_in``: the parameters flow from the root (worker
-    0) down the tree, and the partial sums flow up it, so that no worker
-    sends or receives more than ``fan_in + 1`` of them.
+    Workers are in a fixed order (running ones first, each group by address;
+    None, for blocks with no known holder, last), so that for a given
+    placement the sums are added in the same order, bit for bit. Worker
+    ``k``'s parent in the tree is worker ``(k - 1) // fan_in``: the
+    parameters flow from the root (worker 0) down the tree, and the partial
+    sums flow up it, so that no worker sends or receives more than
+    ``fan_in + 1`` of them.
+
+    ``tasks[k]`` are worker ``k``'s evaluation tasks; a task is a tuple of
+    groups, evaluated at once on the worker's threads; a group, a tuple of
+    block indices, evaluated one after the other on one thread.
     """
 
     workers: tuple  # addresses, root first
-    tasks: tuple  # per worker, its tasks: each a tuple of block indices
+    tasks: tuple  # per worker, its tasks: each a tuple of groups of block indices
     fan_in: int
+    running: int  # the first ``running`` workers run tasks (the others: paused)
 
     def parent(self, k):
         return None if k == 0 else (k - 1) // self.fan_in
@@ -142,14 +148,12 @@ class Plan(NamedTuple):
         return range(first, min(first + self.fan_in, len(self.workers)))
 
 
-def tasks(blocks, nbytes, threads, task_bytes):
-    """One worker's blocks (ascending) cut into runs, one task each.
+def groups(blocks, nbytes, threads, task_bytes):
+    """One worker's blocks (ascending) cut into runs, one thread's work each.
 
-    As few tasks as keep each under ``task_bytes`` of rows (a block larger
-    than that is a task of its own), and no fewer than the worker's
-    ``threads``, with about as many bytes each: a task has all its blocks
-    in memory at once, and each task costs the scheduler and the worker
-    about a millisecond.
+    As few runs as keep each under ``task_bytes`` of rows (a block larger
+    than that is a run of its own), and no fewer than the worker's
+    ``threads``, with about as many bytes each.
     """
     blocks = np.asarray(blocks)
     sizes = np.asarray([nbytes[i] for i in blocks], dtype=float)
@@ -166,6 +170,22 @@ def tasks(blocks, nbytes, threads, task_bytes):
             return tuple(tuple(int(i) for i in blocks[run]) for run in runs)
         n += 1
     return tuple((int(i),) for i in blocks)
+
+
+def tasks(blocks, nbytes, threads, task_bytes):
+    """One worker's evaluation tasks: its :func:`groups`, in one task where
+    all its rows fit in the task budget of its threads, else one task each.
+
+    A task has all its blocks in memory at once. One task a worker (its
+    groups run at once on the worker's threads) keeps the scheduler's work
+    per evaluation independent of the threads; where the rows do not fit
+    (``threads * task_bytes``), each group is a task of its own, which
+    Dask runs ``threads`` at a time and between which it can spill blocks.
+    """
+    runs = groups(blocks, nbytes, threads, task_bytes)
+    if sum(nbytes[i] for i in blocks) <= threads * task_bytes:
+        return (runs,)
+    return tuple((run,) for run in runs)
 
 
 def plan(locations, indices, fan_in, workers, nbytes, task_bytes):
@@ -193,6 +213,7 @@ def plan(locations, indices, fan_in, workers, nbytes, task_bytes):
                     task_budget(workers.get(w), task_bytes))
               for w in ordered),
         fan_in,
+        sum(not order(w)[1] for w in ordered),
     )
 
 

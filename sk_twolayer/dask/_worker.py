@@ -8,7 +8,9 @@ kept with its scratch buffers across evaluations.
 """
 
 import collections
+import concurrent.futures
 import threading
+import weakref
 from typing import NamedTuple
 
 import distributed
@@ -260,14 +262,13 @@ def forget(token):
         _LOSSES.pop(token, None)
 
 
-def block_terms(spec, theta, planned, *blocks):
+def block_terms(spec, theta, blocks):
     """The blocks' share of the objective at ``theta``, as a :class:`Partial`.
 
     Training rows give ``sum_i w_i l_i / W`` and its gradient, with ``W``
     the weight of all the training rows: the shares of all blocks add up to
     the in-memory data term. Validation rows give the shares of the
-    validation loss and accuracy. ``planned`` is the worker the plan put
-    this task on.
+    validation loss and accuracy. Run on one thread, with its loss object.
     """
     loss, buffer = loss_for(spec)
     value = np.zeros(1 if spec.part == "train" else 2)
@@ -284,7 +285,42 @@ def block_terms(spec, theta, planned, *blocks):
         else:
             value += loss.evaluate(theta, X, y, sample_weight,
                                    weight_sum=spec.weight_sum)
-    return Partial(value, grad, distributed.get_worker().address == planned)
+    return Partial(value, grad, True)
+
+
+# Per worker: a pool of threads for the groups of its evaluation tasks, kept
+# for as long as the worker (numpy and BLAS release the GIL).
+_POOLS = weakref.WeakKeyDictionary()
+
+
+def _pool(worker):
+    """The worker's pool: as many threads as the worker has."""
+    with _LOSSES_LOCK:
+        pool = _POOLS.get(worker)
+        if pool is None:
+            pool = _POOLS[worker] = concurrent.futures.ThreadPoolExecutor(
+                worker.state.nthreads, thread_name_prefix="sk-twolayer-evaluate")
+    return pool
+
+
+def worker_terms(spec, theta, planned, groups, *blocks):
+    """One task's share of an evaluation: ``blocks``, in ``groups`` (tuples
+    of positions in ``blocks``) evaluated at once on as many of the worker's
+    threads, and added up in group order (a fixed order of the additions).
+
+    One task a worker, whatever its threads: the scheduler's work for an
+    evaluation grows with the workers, not with their threads. ``planned``
+    is the worker the plan put this task on (``Partial.planned`` says
+    whether it ran there).
+    """
+    worker = distributed.get_worker()
+    parts = [[blocks[i] for i in group] for group in groups]
+    if len(parts) == 1:
+        partials = [block_terms(spec, theta, parts[0])]
+    else:
+        partials = list(_pool(worker).map(
+            lambda part: block_terms(spec, theta, part), parts))
+    return add(*partials)._replace(planned=worker.address == planned)
 
 
 def add(*partials):
