@@ -26,8 +26,13 @@ def _run(tmp_path, sections):
 
 def test_benchmark_runs_and_writes_json(tmp_path):
     results = _run(tmp_path, "roofline,mlp,memory")
-    assert {"machine", "config", "roofline", "vs_mlp", "memory", "torch",
-            "targets", "table"} <= set(results)
+    assert {"runs", "roofline", "vs_mlp", "memory", "targets", "table"} <= set(results)
+    # Each section says when, where and with what it was measured.
+    assert set(results["runs"]) == {"roofline", "vs_mlp", "memory"}
+    for run in results["runs"].values():
+        assert {"date", "command", "commit", "machine", "versions",
+                "config"} <= set(run)
+        assert run["versions"]["numpy"] and "--quick" in run["command"]
     assert {(r["dtype"], r["input"], r["path"]) for r in results["roofline"]} >= {
         (dtype, kind, "loss_and_gradient")
         for dtype in ("float64", "float32") for kind in ("dense", "csr")
@@ -46,6 +51,16 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     assert {"ours_peak_extra_mib", "mlp_peak_extra_mib", "ratio"} <= set(
         results["memory"])
     assert all("value" in v and "target" in v for v in results["targets"].values())
+
+
+def test_a_run_replaces_only_its_own_sections(tmp_path):
+    first = _run(tmp_path, "memory")
+    second = _run(tmp_path, "predict")  # the same file
+    assert set(second["runs"]) == {"memory", "predict"}
+    assert second["memory"] == first["memory"]
+    assert second["runs"]["memory"] == first["runs"]["memory"]
+    assert "(c) peak extra memory" in second["table"]
+    assert "(e) prediction" in second["table"]
 
 
 def test_benchmark_torch_section(tmp_path):
