@@ -110,6 +110,14 @@ def _dask_module():
     return bench_dask
 
 
+def _exactness_module():
+    """benchmarks/exactness.py, which writes the section ``exactness``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import exactness
+
+    return exactness
+
+
 def bench_dask(cfg):
     return _dask_module().bench_dask(cfg, _alternate, _ratio)
 
@@ -843,12 +851,14 @@ def _measured(results, key):
         return []
     v, cfg = run["versions"], run["config"]
     commit = run["commit"] or "a commit not recorded"
-    return [f"    measured {run['date']} at {commit}, Python {v['python']}, "
-            f"numpy {v.get('numpy')}, scikit-learn {v.get('scikit-learn')}: "
-            f"{run['command']}",
-            f"    N={cfg['n']} D={cfg['d']} H={cfg['hidden']} C={cfg['classes']} "
-            f"batch={cfg['batch']} repeats={cfg['repeats']} "
-            f"(fits: {cfg['fit_repeats']})"]
+    lines = [f"    measured {run['date']} at {commit}, Python {v['python']}, "
+             f"numpy {v.get('numpy')}, scikit-learn {v.get('scikit-learn')}: "
+             f"{run['command']}"]
+    if "batch" in cfg:  # run.py's sizes (exactness.py has its own)
+        lines.append(f"    N={cfg['n']} D={cfg['d']} H={cfg['hidden']} "
+                     f"C={cfg['classes']} batch={cfg['batch']} "
+                     f"repeats={cfg['repeats']} (fits: {cfg['fit_repeats']})")
+    return lines
 
 
 def format_table(results):
@@ -952,9 +962,14 @@ def format_table(results):
         lines.append("")
         lines.extend(_dask_module().format_dask(results["dask"]))
         lines.extend(_measured(results, "dask")[:1])
-    lines.append("")
-    lines.append("targets:")
-    for k, v in results["targets"].items():
+    if results.get("exactness"):
+        lines.append("")
+        lines.extend(_exactness_module().format_exactness(results["exactness"]))
+        lines.extend(_measured(results, "exactness")[:1])
+    if results.get("targets"):
+        lines.append("")
+        lines.append("targets:")
+    for k, v in results.get("targets", {}).items():
         val = "n/a" if v["value"] is None else f"{v['value']:.3f}"
         op = "<=" if v.get("lower_is_better") else ">="
         lines.append(f"  {'MET ' if v['met'] else 'MISS' if v['met'] is False else '----'}"

@@ -63,6 +63,28 @@ def test_a_run_replaces_only_its_own_sections(tmp_path):
     assert "(e) prediction" in second["table"]
 
 
+def test_exactness_section(tmp_path):
+    # benchmarks/exactness.py at tiny sizes: the in-memory objective at every
+    # point of the data-parallel fit, and a row per max_iter and contender.
+    pytest.importorskip("distributed")
+    out = tmp_path / "results.json"
+    subprocess.run([sys.executable, str(SCRIPT.with_name("exactness.py")),
+                    "--quick", "--json", str(out)], check=True,
+                   capture_output=True, text=True, cwd=SCRIPT.parents[1], timeout=600)
+    results = json.loads(out.read_text())
+    e = results["exactness"]
+    assert set(results["runs"]) == {"exactness"}
+    assert e["per_evaluation"]["evaluations"] >= 6
+    # Rounding, not another objective.
+    assert e["per_evaluation"]["max_rel_loss_gap"] < 1e-12
+    assert e["per_evaluation"]["max_rel_grad_gap"] < 1e-12
+    assert [(f["max_iter"], f["contender"]) for f in e["fits"]] == [
+        (m, c) for m in (3, 6) for c in ("dask", "blas_threads", "row_blocks")]
+    assert all(f["n_iter"] == [f["max_iter"]] * 2 and f["max_proba_gap"] < 1e-9
+               for f in e["fits"])
+    assert "exactness: the data-parallel and the in-memory fit" in results["table"]
+
+
 def test_benchmark_torch_section(tmp_path):
     pytest.importorskip("torch")
     results = _run(tmp_path, "torch")
