@@ -212,8 +212,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     cfg = parse_args(argv)
-    command = "python benchmarks/exactness.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python benchmarks/exactness.py",
+                        *(sys.argv[1:] if argv is None else argv)])
     results = run.read_results(cfg.json)
     stamp = run.run_stamp(cfg, command)
     t0 = time.perf_counter()

@@ -36,7 +36,8 @@ MARKERS = {
     "md": (re.compile(r"^<!-- results: ([\w-]+) -->\n(.*?)^<!-- /results -->$",
                       re.M | re.S),
            "<!-- results: {name} -->\n{body}\n<!-- /results -->"),
-    "rst": (re.compile(r"^\.\. results: ([\w-]+)\n(.*?)^\.\. /results$", re.M | re.S),
+    "rst": (re.compile(r"^(?P<indent>[ ]*)\.\. results: ([\w-]+)\n(.*?)"
+                       r"^(?P=indent)\.\. /results$", re.M | re.S),
             ".. results: {name}\n\n{body}\n\n.. /results"),
 }
 
@@ -89,10 +90,11 @@ def machine(run):
     if cpu.get("simd"):
         words += ", " + "/".join(f.upper() for f in cpu["simd"].split())
     if isinstance(blas, list) and blas:
-        version = ".".join(blas[0]["version"].split(".")[:3])
-        words += (f", {blas[0]['internal_api']} {version} "
-                  f"({blas[0]['architecture']} kernels, {blas[0]['num_threads']} "
-                  "threads)")
+        # NumPy's BLAS, which does the products, where it is listed.
+        lib = next((b for b in blas if "numpy" in str(b.get("filepath"))), blas[0])
+        version = ".".join(lib["version"].split(".")[:3])
+        words += (f", NumPy's {lib['internal_api']} {version} "
+                  f"({lib['architecture']} kernels, {lib['num_threads']} threads)")
     return words
 
 
@@ -102,7 +104,7 @@ def stamp(results, key, fmt, packages=("numpy", "scipy", "scikit-learn")):
     v = run["versions"]
     pkgs = ", ".join(f"{name} {v[name]}" for name in packages if name in v)
     at = f" at {code(run['commit'], fmt)}" if run.get("commit") else ""
-    return (f"Measured {run['date']}{at} with {code(run['command'], fmt)} on "
+    return (f"Measured {run['date']}{at} with {code(run['command'].strip(), fmt)} on "
             f"{machine(run)}; Python {v['python']}, {pkgs}.")
 
 
@@ -112,6 +114,13 @@ def section_text(results, key):
     import run
 
     return run.format_table({"runs": results["runs"], key: results[key]}).splitlines()
+
+
+def gap(value, digits=1):
+    """A rounding-level difference: 3e-16, 1.2e-6, or 0.084 when large."""
+    if value >= 1e-3:
+        return f"{value:.{digits + 1}g}"
+    return f"{value:.{digits}e}".replace("e-0", "e-")
 
 
 def _x(value, digits=2):
@@ -261,27 +270,29 @@ def readme_more(results, fmt):
     g = results["dask"]
     rows = [
         ["`predict_proba` on one row vs MLPClassifier",
-         _x(p["predict_proba, 1 row"]["speedup"]), results["runs"]["predict"]["date"]],
+         _x(p["predict_proba, 1 row"]["speedup"]), "(e)"],
         ["`predict` on one row vs MLPClassifier",
-         _x(p["predict, 1 row"]["speedup"]), results["runs"]["predict"]["date"]],
+         _x(p["predict, 1 row"]["speedup"]), "(e)"],
         [f"`predict_proba` on {results['predict']['batch_rows']:,} rows vs "
          "MLPClassifier",
          _x(p[f"predict_proba, {results['predict']['batch_rows']} rows"]["speedup"]),
-         results["runs"]["predict"]["date"]],
+         "(e)"],
         ["data-parallel fit on one Dask worker, time / in-memory fit's",
-         _f(g["one_worker"]["time_ratio"]), results["runs"]["dask"]["date"]],
+         _f(g["one_worker"]["time_ratio"]), "(g)"],
         ["data-parallel fit, two workers vs one", _x(g["two_workers"]["speedup"]),
-         results["runs"]["dask"]["date"]],
+         "(g)"],
     ]
     if g["spark"].get("available"):
         rows.append(["data-parallel L-BFGS iteration vs Spark MLlib's MLP "
                      f"(local[{g['spark']['cores']}])", _x(g["spark"]["speedup"]),
-                     results["runs"]["dask"]["date"]])
-    notes = [stamp(results, key, fmt, ("numpy", "scikit-learn", "dask",
-                                       "distributed", "pyspark"))
-             for key in ("predict", "dask")]
-    return "\n".join([table(["measurement", "result", "measured"], rows, fmt), "",
-                      *[f"- {note}" for note in notes]])
+                     "(g)"])
+    notes = [f"- {letter} " + stamp(results, key, fmt, packages)
+             for letter, key, packages in (
+                 ("(e)", "predict", ("numpy", "scikit-learn", "onnxruntime")),
+                 ("(g)", "dask", ("numpy", "scikit-learn", "dask", "distributed",
+                                  "pyspark")))]
+    return "\n".join([table(["measurement", "result", "section"], rows, fmt), "",
+                      *notes])
 
 
 def section(key):
@@ -317,12 +328,12 @@ def exactness_summary(results, fmt):
         f"Measured by ``benchmarks/exactness.py`` ({results['runs']['exactness']['date']}"
         f"; {r['n']:,} rows in {r['blocks']} blocks on {r['workers']} workers): at "
         f"every one of the {e['evaluations']} evaluations of a fit, the loss and "
-        f"the gradient were the in-memory ones to a relative {e['max_rel_loss_gap']:.0e}"
-        f" and {e['max_rel_grad_gap']:.0e}. After {short} iterations the test "
-        f"probabilities of the two fits differed by at most "
-        f"{d_short['max_proba_gap']:.0e}; after {longest}, by "
-        f"{d_long['max_proba_gap']:.0e}, and {d_long['labels_differ']} of "
-        f"{r['test_rows']:,} test labels differed.")
+        f"the gradient were the in-memory ones to a relative "
+        f"{gap(e['max_rel_loss_gap'], 0)} and {gap(e['max_rel_grad_gap'], 0)}. "
+        f"After {short} iterations the test probabilities of the two fits "
+        f"differed by at most {gap(d_short['max_proba_gap'], 0)}; after "
+        f"{longest}, by {gap(d_long['max_proba_gap'], 0)}, and "
+        f"{d_long['labels_differ']} of {r['test_rows']:,} test labels differed.")
 
 
 def exactness_table(results, fmt):
@@ -336,7 +347,7 @@ def exactness_table(results, fmt):
     for max_iter in sorted({f["max_iter"] for f in r["fits"]}):
         cells = {f["contender"]: f for f in r["fits"] if f["max_iter"] == max_iter}
         rows.append([str(max_iter)] + [
-            f"{cells[c]['max_proba_gap']:.1e} ({cells[c]['labels_differ']})"
+            f"{gap(cells[c]['max_proba_gap'])} ({cells[c]['labels_differ']})"
             for c in exactness.CONTENDERS])
     e = r["per_evaluation"]
     return "\n".join([
@@ -347,7 +358,7 @@ def exactness_table(results, fmt):
                                             "distributed")), "",
         f"Per evaluation ({e['evaluations']} evaluations of the longest "
         f"data-parallel fit): largest relative gap of the loss "
-        f"{e['max_rel_loss_gap']:.1e}, of the gradient {e['max_rel_grad_gap']:.1e}.",
+        f"{gap(e['max_rel_loss_gap'])}, of the gradient {gap(e['max_rel_grad_gap'])}.",
         "",
         "Largest gap of a test probability to the in-memory fit (1 BLAS thread, "
         "default row blocks), and in brackets the number of test labels that "
@@ -381,7 +392,7 @@ def dask_cost(results, fmt):
                      f"{s['ours_per_iteration_s'] * 1e3:.0f} ms)"])
     rows.append(["same model as in memory: iterations, largest probability gap",
                  f"{g['n_iter'][0]} / {g['n_iter'][1]}, "
-                 f"{g['same_model_max_proba_gap']:.1e}"])
+                 f"{gap(g['same_model_max_proba_gap'])}"])
     return "\n".join([
         f"N={g['n']:,} rows, D={g['d']}, H={g['hidden']}, C={g['classes']}, "
         f"{g['blocks']} row blocks, {g['iterations']} L-BFGS iterations, worker "
@@ -418,7 +429,27 @@ def device(results, fmt):
                       text_block(lines, fmt)])
 
 
+SECTIONS = [("(a)", "roofline"), ("(b)", "vs_mlp"), ("(c)", "memory"),
+            ("(d)", "torch"), ("(e)", "predict"), ("(f)", "device"),
+            ("(g)", "dask"), ("(h)", "dask_scale"), ("exactness.py", "exactness")]
+
+
+def run_times(results, fmt):
+    """How long each section's last run took, from the results file."""
+    rows = []
+    for name, key in SECTIONS:
+        run = results["runs"].get(key)
+        if run is None:
+            continue
+        seconds = run.get("seconds")
+        took = "not recorded" if seconds is None else (
+            f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min")
+        rows.append([name, code(run["command"].strip(), fmt), took, run["date"]])
+    return table(["section", "command", "took", "date"], rows, fmt)
+
+
 FRAGMENTS = {
+    "run-times": run_times,
     "readme-performance": readme_performance,
     "readme-more": readme_more,
     "goals": goals,
@@ -441,7 +472,8 @@ def render(text, fmt, results):
     pattern, template = MARKERS[fmt]
 
     def fill(match):
-        name = match.group(1)
+        indent = match.groupdict().get("indent") or ""
+        name = match.group(2 if fmt == "rst" else 1)
         if name not in FRAGMENTS:
             raise KeyError(f"no generated part named {name!r} (known: "
                            f"{sorted(FRAGMENTS)})")
@@ -450,7 +482,10 @@ def render(text, fmt, results):
         except KeyError as missing:  # a section that no run has written yet
             body = (f"*Not measured yet: benchmarks/results.json has no "
                     f"{missing} section.*")
-        return template.format(name=name, body=body)
+        text = template.format(name=name, body=body)
+        # In a list item, the generated part is indented as its markers are.
+        return "\n".join((indent + line) if line else line
+                         for line in text.splitlines())
 
     return pattern.sub(fill, text)
 

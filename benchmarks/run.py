@@ -1048,8 +1048,8 @@ def main(argv=None):
                                        "float64", cfg.memory_iter)))
         return 0
     only = set(cfg.only.split(","))
-    command = "python benchmarks/run.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python benchmarks/run.py",
+                        *(sys.argv[1:] if argv is None else argv)])
     # The results file holds every section, each from its own run: this run
     # replaces the sections it measures and keeps the others.
     results = read_results(cfg.json)

@@ -32,10 +32,14 @@ def _conftest():
     spec.loader.exec_module(module)
     return module
 
-DOC_PAGES = sorted(p.relative_to(ROOT).as_posix() for p in
-                   [ROOT / "README.md", *(ROOT / "docs").glob("*.rst"),
-                    *(ROOT / "docs").glob("*/*.rst")]
-                   if not p.name.startswith("sg_execution"))
+# The pages that conftest.py collects: not those that the build generates.
+GENERATED = ("docs/_build/", "docs/auto_examples/", "docs/generated/",
+             "docs/sg_execution_times.rst")
+DOC_PAGES = sorted(
+    page for page in (p.relative_to(ROOT).as_posix() for p in
+                      [ROOT / "README.md", *(ROOT / "docs").glob("*.rst"),
+                       *(ROOT / "docs").glob("*/*.rst")])
+    if not page.startswith(GENERATED))
 # Languages of code blocks: what runs (conftest.py), and what is output.
 RUN = {"python", "bash"}
 OUTPUT = {"text"}
@@ -114,7 +118,7 @@ def test_the_pages_figures_are_the_results_files():
 # (not a version such as 3.11 or 2025.1.0: see _is_version).
 FIGURE = re.compile(
     r"(?<![\w.])(?P<num>\d[\d,]*(?:\.\d+)?(?:e-?\d+)?)"
-    r"(?:(?P<unit>\s?(?:x\b|×|%|ms\b|µs\b|us\b|s\b|MiB\b|MB\b|GiB\b|GB\b|"
+    r"(?:(?P<unit>\s?(?:x\b|×|%|ms\b|µs\b|us\b|s\b|min\b|MiB\b|MB\b|GiB\b|GB\b|"
     r"GFLOP/s|TFLOP/s))|(?=[^\w.]|$))")
 VERSION_BEFORE = re.compile(
     r"(python|numpy|scipy|scikit-learn|sklearn|dask|distributed|pyspark|spark|"
@@ -201,8 +205,9 @@ def _renderings(results):
                           f"{v * 1e3:.1f}", f"{v * 1e6:.0f}"})
         elif key.endswith("_ms"):
             shown.update({f"{v:.0f}", f"{v:.1f}"})
-        elif "gap" in key:  # rounding-level differences
-            shown.update({f"{v:.0e}", f"{v:.1e}"})
+        elif "gap" in key:  # rounding-level differences (report.gap)
+            shown.update({report.gap(v, 0), report.gap(v, 1), f"{v:.0e}",
+                          f"{v:.1e}"})
         elif key.endswith("mib"):
             shown.update({f"{v:.0f}", f"{v:.1f}"})
         else:  # a ratio, a speedup, a fraction: as it is, or as a percentage
