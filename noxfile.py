@@ -4,7 +4,8 @@ its own install line. Run one with ``nox -s NAME``, all with ``nox``;
 
 readme     the README's test command, exactly as README.md writes it
            (Python 3.11): the tests, the docstring examples, and every code
-           block of README.md and docs/ (sybil, conftest.py);
+           block of README.md and docs/ (sybil: docs/conftest.py,
+           tests/test_readme.py);
 dists      build the sdist and the wheel, and check them (twine check
            --strict, the LICENSE, every module);
 oldest     the wheel's tests on the oldest supported stack: Python 3.10,
@@ -225,8 +226,8 @@ def check_oldest_pins(session):
 def readme(session):
     """The README's test command, as a new user runs it: pip, then pytest
     (whose exit code 5, no tests collected, fails the session). pytest's
-    testpaths include README.md and docs/, whose code blocks run here, once:
-    the wheel sessions run tests/ and the package's doctests only."""
+    testpaths include docs/, whose code blocks run here, once, and so do
+    README.md's (tests/test_readme.py, which the wheel sessions skip)."""
     run_documented(session, '".[test]"')
 
 

@@ -35,17 +35,19 @@ alternately (A, B, B, A, ...), because shared machines are noisy.
 
 Usage::
 
-    python benchmarks/run.py                  # default sizes, ~15 minutes (*)
-    python benchmarks/run.py --quick          # tiny sizes, seconds
-    python benchmarks/run.py --repeats 9 --json results.json
+    python benchmarks/run.py                  # default sizes, minutes
+    python benchmarks/run.py --quick          # tiny sizes, seconds; no file
+    python benchmarks/run.py --repeats 9 --json /tmp/results.json
     python benchmarks/run.py --only predict   # prediction latency alone
     python benchmarks/run.py --only device --device cuda  # on a GPU
-    python benchmarks/run.py --only dask      # section (g) alone, ~7.5 minutes
+    python benchmarks/run.py --only dask      # section (g) alone
     python benchmarks/run.py --only dask_scale  # section (h) alone
 
-(*) Measured on 2026-11-30 on a 2-vCPU machine with PyTorch's CPU build and
-pyspark installed: 14 min 54 s, of which section (g), with Spark, took 7.5
-minutes and section (b) 4 minutes.
+Each run writes the sections it measured into ``benchmarks/results.json``
+(``--json``: another file), with the date, command, commit, machine,
+versions, configuration and run time of the run, and keeps the other
+sections; ``python benchmarks/report.py`` then writes the pages' figures
+from it. benchmarks/README.md lists how long each section's last run took.
 
 The dependencies are in the ``benchmarks`` extra:
 ``pip install ".[benchmarks]"`` (torch is optional; its CPU build installs

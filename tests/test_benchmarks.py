@@ -54,13 +54,13 @@ def test_benchmark_runs_and_writes_json(tmp_path):
 
 
 def test_a_run_replaces_only_its_own_sections(tmp_path):
-    first = _run(tmp_path, "memory")
-    second = _run(tmp_path, "predict")  # the same file
-    assert set(second["runs"]) == {"memory", "predict"}
-    assert second["memory"] == first["memory"]
-    assert second["runs"]["memory"] == first["runs"]["memory"]
-    assert "(c) peak extra memory" in second["table"]
-    assert "(e) prediction" in second["table"]
+    first = _run(tmp_path, "mlp")
+    second = _run(tmp_path, "roofline")  # the same file
+    assert set(second["runs"]) == {"vs_mlp", "roofline"}
+    assert second["vs_mlp"] == first["vs_mlp"]
+    assert second["runs"]["vs_mlp"] == first["runs"]["vs_mlp"]
+    assert "(b) fit vs MLPClassifier" in second["table"]
+    assert "(a) roofline" in second["table"]
 
 
 def test_exactness_section(tmp_path):

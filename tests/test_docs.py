@@ -1,7 +1,7 @@
 """The documentation's claims: code blocks that run, figures that are measured.
 
-conftest.py (at the root) runs every code block of README.md and docs/ with
-sybil. This module checks what sybil cannot see:
+docs/conftest.py and tests/test_readme.py run every code block of docs/ and
+README.md with sybil. This module checks what sybil cannot see:
 
 - no code hides where sybil does not look: a literal block (``::``) or an
   unlabelled Markdown fence, or a language sybil does not run;
@@ -23,11 +23,11 @@ import report  # noqa: E402
 
 
 def _conftest():
-    """The root conftest.py, which collects the documentation's blocks."""
+    """docs/conftest.py, which collects the documentation's blocks."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("docs_conftest",
-                                                  ROOT / "conftest.py")
+                                                  ROOT / "docs" / "conftest.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -84,7 +84,7 @@ def test_every_code_block_is_one_that_runs_or_output():
 
 
 def test_the_doc_tests_see_every_block_that_runs():
-    # What sybil collects (conftest.py) is each page's python and bash
+    # What sybil collects (docs/conftest.py) is each page's python and bash
     # blocks, and their skip comments, nothing less.
     conftest = _conftest()
     assert conftest.SYBILS, "sybil is not installed (the test extra)"
@@ -111,6 +111,17 @@ def test_the_pages_figures_are_the_results_files():
     stale = report.stale_pages()
     assert not stale, (f"{stale}: the generated figures differ from "
                        "benchmarks/results.json; run python benchmarks/report.py")
+
+
+def test_every_goal_of_the_results_file_is_stated():
+    # docs/benchmarks.rst states each goal once, in words, from report.GOALS:
+    # a goal that run.py measures but GOALS does not describe would go
+    # missing from the page.
+    results = json.loads(report.RESULTS.read_text())
+    described = [key for key, _ in report.GOALS]
+    missing = [key for key in results["targets"]
+               if not any(key == d or key.startswith(d + " ") for d in described)]
+    assert not missing, f"goals without words in benchmarks/report.py's GOALS: {missing}"
 
 
 # A measured figure: a number with a unit of time, size, rate or ratio, or a
