@@ -40,7 +40,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Files under docs/ that pytest must not import or collect.
-collect_ignore = ["conf.py", "conftest.py", "sg_execution_times.rst"]
+collect_ignore = ["conf.py", "sg_execution_times.rst"]
 collect_ignore_glob = ["_build/*", "auto_examples/*", "generated/*"]
 
 try:
