@@ -3,7 +3,9 @@ its own install line. Run one with ``nox -s NAME``, all with ``nox``;
 ``.ci/run`` runs them all, two at a time (nox's ``--parallel``).
 
 readme     the README's test command, exactly as README.md writes it
-           (Python 3.11);
+           (Python 3.11): the tests, the docstring examples, and every code
+           block of README.md and docs/ (sybil: docs/conftest.py,
+           tests/test_readme.py);
 dists      build the sdist and the wheel, and check them (twine check
            --strict, the LICENSE, every module);
 oldest     the wheel's tests on the oldest supported stack: Python 3.10,
@@ -228,7 +230,9 @@ def check_oldest_pins(session):
 @nox.session(python="3.11", venv_backend="virtualenv", allow_parallel=True)
 def readme(session):
     """The README's test command, as a new user runs it: pip, then pytest
-    (whose exit code 5, no tests collected, fails the session)."""
+    (whose exit code 5, no tests collected, fails the session). pytest's
+    testpaths include docs/, whose code blocks run here, once, and so do
+    README.md's (tests/test_readme.py, which the wheel sessions skip)."""
     run_documented(session, '".[test]"')
 
 

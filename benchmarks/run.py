@@ -35,17 +35,19 @@ alternately (A, B, B, A, ...), because shared machines are noisy.
 
 Usage::
 
-    python benchmarks/run.py                  # default sizes, ~15 minutes (*)
-    python benchmarks/run.py --quick          # tiny sizes, seconds
-    python benchmarks/run.py --repeats 9 --json results.json
+    python benchmarks/run.py                  # default sizes, minutes
+    python benchmarks/run.py --quick          # tiny sizes, seconds; no file
+    python benchmarks/run.py --repeats 9 --json /tmp/results.json
     python benchmarks/run.py --only predict   # prediction latency alone
     python benchmarks/run.py --only device --device cuda  # on a GPU
-    python benchmarks/run.py --only dask      # section (g) alone, ~7.5 minutes
+    python benchmarks/run.py --only dask      # section (g) alone
     python benchmarks/run.py --only dask_scale  # section (h) alone
 
-(*) Measured on 2026-11-30 on a 2-vCPU machine with PyTorch's CPU build and
-pyspark installed: 14 min 54 s, of which section (g), with Spark, took 7.5
-minutes and section (b) 4 minutes.
+Each run writes the sections it measured into ``benchmarks/results.json``
+(``--json``: another file), with the date, command, commit, machine,
+versions, configuration and run time of the run, and keeps the other
+sections; ``python benchmarks/report.py`` then writes the pages' figures
+from it. benchmarks/README.md lists how long each section's last run took.
 
 The dependencies are in the ``benchmarks`` extra:
 ``pip install ".[benchmarks]"`` (torch is optional; its CPU build installs
@@ -62,6 +64,7 @@ if "device" in " ".join(sys.argv[1:]):
     os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import argparse  # noqa: E402
+import contextlib
 import gc
 import inspect
 import json
@@ -107,6 +110,14 @@ def _dask_module():
     import bench_dask
 
     return bench_dask
+
+
+def _exactness_module():
+    """benchmarks/exactness.py, which writes the section ``exactness``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import exactness
+
+    return exactness
 
 
 def bench_dask(cfg):
@@ -698,19 +709,93 @@ def machine_info():
     return info
 
 
+# ------------------------------------------------------------- results file
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+# Packages whose versions make a run what it is, where installed.
+VERSIONED = ("sk-twolayer", "numpy", "scipy", "scikit-learn", "threadpoolctl",
+             "pandas", "dask", "distributed", "pyarrow", "torch", "pyspark",
+             "onnxruntime", "skl2onnx", "skorch")
+
+
+def versions():
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for name in VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+def git_commit():
+    """The checkout's commit, with "+changes" where files differ from it."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
+                              capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain",
+                                "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def run_stamp(cfg, command):
+    """What a section's figures were measured with: when, where, what."""
+    return {"date": time.strftime("%Y-%m-%d"), "command": command,
+            "commit": git_commit(), "machine": machine_info(),
+            "versions": versions(),
+            "config": {k: v for k, v in vars(cfg).items()
+                       if k not in ("memory_child", "json", "only")}}
+
+
+def read_results(path):
+    """The results file's sections and their runs ({} for a new file)."""
+    if not path or not Path(path).exists():
+        return {"runs": {}}
+    results = json.loads(Path(path).read_text())
+    if "runs" not in results:
+        raise SystemExit(f"{path} has no 'runs': it is not a results file that "
+                         "run.py writes; give another --json")
+    return results
+
+
+def write_results(results, path):
+    """Goals and the table over every section of the file, then the file."""
+    results["targets"] = targets(results)
+    results["table"] = format_table(results)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        keys = ["about", "runs", "targets"] + sorted(
+            k for k in results if k not in ("about", "runs", "targets", "table"))
+        results.setdefault("about", ABOUT)
+        ordered = {k: results[k] for k in keys + ["table"] if k in results}
+        Path(path).write_text(json.dumps(ordered, indent=2) + "\n")
+
+
+ABOUT = ("Written by benchmarks/run.py: one entry per section (its key), each "
+         "from its own run, described under 'runs' (date, command, commit, "
+         "machine, versions, config); a run with --only replaces only its own "
+         "sections. 'targets' are the goals, met or missed, over the sections "
+         "here. The figures of README.md, benchmarks/README.md and docs/ are "
+         "generated from this file by benchmarks/report.py.")
+
+
 # -------------------------------------------------------------------- report
 def targets(results):
     roof = {(r["dtype"], r["input"], r["path"]): r["roofline_ratio"]
-            for r in results["roofline"]}
+            for r in results.get("roofline", [])}
     met = {}
-    for dname in DTYPES:
+    for dname in DTYPES if roof else ():
         v = roof.get((dname, "dense", "loss_and_gradient"))
         key = f"loss_and_gradient_roofline_{dname}"
         met[key] = {"value": v, "target": TARGETS[key]}
         key = f"sgd_epoch_roofline_{dname}"
         met[key] = {"value": roof.get((dname, "dense", "sgd_epoch")),
                     "target": TARGETS[key]}
-    for row in results["vs_mlp"]:
+    for row in results.get("vs_mlp", []):
         key = f"speedup_vs_mlp_{row['solver']}"
         met[f"{key}_{row['dtype']}"] = {"value": row["speedup"],
                                         "target": TARGETS[key]}
@@ -761,33 +846,48 @@ def targets(results):
     return met
 
 
+def _measured(results, key):
+    """The line that says when and how a section's figures were measured."""
+    run = results.get("runs", {}).get(key)
+    if not run:
+        return []
+    v, cfg = run["versions"], run["config"]
+    commit = run["commit"] or "a commit not recorded"
+    lines = [f"    measured {run['date']} at {commit}, Python {v['python']}, "
+             f"numpy {v.get('numpy')}, scikit-learn {v.get('scikit-learn')}: "
+             f"{run['command']}"]
+    if "batch" in cfg:  # run.py's sizes (exactness.py has its own)
+        lines.append(f"    N={cfg['n']} D={cfg['d']} H={cfg['hidden']} "
+                     f"C={cfg['classes']} batch={cfg['batch']} "
+                     f"repeats={cfg['repeats']} (fits: {cfg['fit_repeats']})")
+    return lines
+
+
 def format_table(results):
     lines = []
-    cfg = results["config"]
-    lines.append(f"N={cfg['n']} D={cfg['d']} H={cfg['hidden']} C={cfg['classes']}"
-                 f" batch={cfg['batch']} repeats={cfg['repeats']}"
-                 f" (fits: {cfg['fit_repeats']})")
-    # Each section's table only where the section ran (--only).
-    if results["roofline"]:
+    # Each section's table only where the file has the section.
+    if results.get("roofline"):
         lines.append("")
         lines.append("(a) roofline: GEMM-only time / our time (1.0 = at the bound)")
+        lines.extend(_measured(results, "roofline"))
         lines.append(f"| {'dtype':7} | {'input':5} | {'path':26} | {'bound ms':>9} "
                      f"| {'ours ms':>9} | {'GFLOP/s':>7} | {'ratio':>5} |")
         lines.append("|" + "|".join("-" * w for w in (9, 7, 28, 11, 11, 9, 7))
                      + "|")
-    for r in results["roofline"]:
+    for r in results.get("roofline", []):
         lines.append(f"| {r['dtype']:7} | {r['input']:5} | {r['path']:26} | "
                      f"{r['bound_s'] * 1e3:9.1f} | {r['ours_s'] * 1e3:9.1f} | "
                      f"{r['bound_gflops']:7.1f} | {r['roofline_ratio']:5.2f} |")
-    if results["vs_mlp"]:
+    if results.get("vs_mlp"):
         lines.append("")
         lines.append("(b) fit vs MLPClassifier (speedup = MLP time / our time)")
+        lines.extend(_measured(results, "vs_mlp"))
         lines.append(f"| {'solver':6} | {'dtype':7} | {'ours s':>7} | {'MLP s':>7} "
                      f"| {'speedup':>7} | {'ours logloss':>12} "
                      f"| {'MLP logloss':>11} | {'ours/MLP coef dtype':19} |")
         lines.append("|" + "|".join("-" * w for w in (8, 9, 9, 9, 9, 14, 13, 21))
                      + "|")
-    for r in results["vs_mlp"]:
+    for r in results.get("vs_mlp", []):
         dt = f"{r['ours_coef_dtype']}/{r['mlp_coef_dtype']}"
         lines.append(f"| {r['solver']:6} | {r['dtype']:7} | {r['ours_s']:7.2f} | "
                      f"{r['mlp_s']:7.2f} | {r['speedup']:7.2f} | "
@@ -799,9 +899,10 @@ def format_table(results):
         lines.append(f"(c) peak extra memory of an lbfgs fit, N={m['n']} D={m['d']}"
                      f" H={m['hidden']} {m['dtype']} ({m['lbfgs_iter']} iterations;"
                      f" data {m['data_mib']:.0f} MiB; {m['method']})")
+        lines.extend(_measured(results, "memory")[:1])
         lines.append(f"    ours {m['ours_peak_extra_mib']:.1f} MiB, MLPClassifier "
                      f"{m['mlp_peak_extra_mib']:.1f} MiB, ratio {m['ratio']:.3f}")
-    t = results.get("torch", {})
+    t = results.get("torch", {"skipped": True})
     torch_ran = not t.get("skipped", False)
     if torch_ran:
         lines.append("")
@@ -809,6 +910,7 @@ def format_table(results):
         lines.append(f"(d) PyTorch {t['version']} CPU, {t['threads']} threads "
                      "(speedup = torch time / our time)")
         lines.append("    (roofline: GEMM-only time of the same epochs / time)")
+        lines.extend(_measured(results, "torch"))
         lines.append(f"| {'dtype':7} | {'work':26} | {'ours s':>7} | {'torch s':>7} "
                      f"| {'speedup':>7} | {'ours roofline':>13} "
                      f"| {'torch roofline':>14} |")
@@ -827,6 +929,7 @@ def format_table(results):
         lines.append("")
         lines.append(f"(e) prediction, {p['data']} D={p['d']} H={p['hidden']} "
                      f"C={p['classes']}, {p['dtype']}; speedup = MLP time / ours")
+        lines.extend(_measured(results, "predict")[:1])
         lines.append(f"| {'work':32} | {'ours ms':>9} | {'MLP ms':>9} "
                      f"| {'speedup':>7} | {'ours python ms':>14} "
                      f"| {'python/onnx':>11} |")
@@ -852,20 +955,28 @@ def format_table(results):
     if "device" in results:
         lines.append("")
         lines.extend(_device_module().format_device(results["device"]))
+        lines.extend(_measured(results, "device")[:1])
     if "dask_scale" in results:
         lines.append("")
         lines.extend(_dask_module().format_dask_scale(results["dask_scale"]))
+        lines.extend(_measured(results, "dask_scale")[:1])
     if "dask" in results:
         lines.append("")
         lines.extend(_dask_module().format_dask(results["dask"]))
-    lines.append("")
-    lines.append("targets:")
-    for k, v in results["targets"].items():
+        lines.extend(_measured(results, "dask")[:1])
+    if results.get("exactness"):
+        lines.append("")
+        lines.extend(_exactness_module().format_exactness(results["exactness"]))
+        lines.extend(_measured(results, "exactness")[:1])
+    if results.get("targets"):
+        lines.append("")
+        lines.append("targets:")
+    for k, v in results.get("targets", {}).items():
         val = "n/a" if v["value"] is None else f"{v['value']:.3f}"
         op = "<=" if v.get("lower_is_better") else ">="
         lines.append(f"  {'MET ' if v['met'] else 'MISS' if v['met'] is False else '----'}"
                      f" {k}: {val} ({op} {v['target']})")
-    return "\n".join(lines)
+    return "\n".join(lines).lstrip("\n")
 
 
 def parse_args(argv=None):
@@ -910,8 +1021,9 @@ def parse_args(argv=None):
     p.add_argument("--only", default="roofline,mlp,memory,torch,predict,dask",
                    help="comma-separated sections to run (add 'device' for f, "
                         "'dask_scale' for h)")
-    p.add_argument("--json", default="benchmarks/results.json",
-                   help="where to write the JSON results")
+    p.add_argument("--json", default=None,
+                   help="the results file that this run's sections go into "
+                        f"(default {RESULTS}; none with --quick)")
     p.add_argument("--memory-child", choices=("ours", "mlp"),
                    help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -925,6 +1037,8 @@ def parse_args(argv=None):
         args.device_n = 2000
         args.dask_n, args.dask_d, args.dask_hidden, args.dask_blocks = 2000, 10, 8, 4
         args.scale_workers, args.scale_fan_ins = "1,2", "2"
+    if args.json is None and not args.quick:
+        args.json = str(RESULTS)
     return args
 
 
@@ -936,11 +1050,11 @@ def main(argv=None):
                                        "float64", cfg.memory_iter)))
         return 0
     only = set(cfg.only.split(","))
-    results = {"machine": machine_info(),
-               "config": {k: v for k, v in vars(cfg).items()
-                          if k not in ("memory_child", "json", "only")},
-               "roofline": [], "vs_mlp": [], "memory": None, "predict": None,
-               "torch": {"available": False, "skipped": "torch" not in only}}
+    command = " ".join(["python benchmarks/run.py",
+                        *(sys.argv[1:] if argv is None else argv)])
+    # The results file holds every section, each from its own run: this run
+    # replaces the sections it measures and keeps the others.
+    results = read_results(cfg.json)
     sections = [("roofline", "roofline", bench_roofline),
                 ("mlp", "vs_mlp", bench_vs_mlp),
                 ("memory", "memory", bench_memory),
@@ -951,23 +1065,19 @@ def main(argv=None):
                 ("dask_scale", "dask_scale", bench_dask_scale)]
     for name, key, func in sections:
         if name in only:
+            run = run_stamp(cfg, command)
             t0 = time.perf_counter()
             results[key] = func(cfg)
-            print(f"[{name} done in {time.perf_counter() - t0:.0f} s]",
-                  file=sys.stderr)
-    results["targets"] = targets(results)
-    try:
-        results["machine"]["loadavg_at_end"] = os.getloadavg()
-    except OSError:  # pragma: no cover
-        pass
-    table = format_table(results)
-    results["table"] = table
-    print(table)
+            run["seconds"] = round(time.perf_counter() - t0, 1)
+            with contextlib.suppress(OSError):
+                run["machine"]["loadavg_at_end"] = os.getloadavg()
+            results["runs"][key] = run
+            print(f"[{name} done in {run['seconds']:.0f} s]", file=sys.stderr)
+    write_results(results, cfg.json)
+    print(results["table"])
     if cfg.json:
-        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(cfg.json, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"\nwrote {cfg.json}")
+        print(f"\nwrote {cfg.json}; `python benchmarks/report.py` regenerates "
+              "the pages' figures from it")
     return 0
 
 

@@ -112,6 +112,7 @@ warnings.filterwarnings(
 
 # -- HTML --------------------------------------------------------------------
 _TOP_PAGES = ["index", "install", "quickstart", "api", "scaling_out",
+              "scaling_out_design",
               "deploying", "benchmarks", "changelog"]
 html_theme = "pydata_sphinx_theme"
 html_title = f"sk-twolayer {release}"

@@ -132,10 +132,12 @@ if __name__ == "__main__":
 # %%
 # A filtered dataframe
 # --------------------
-# Filtering a Dask dataframe often leaves partitions without rows. Here the
-# first 700 training rows, as a filter on a date would keep the oldest ones:
-# the later files' partitions end up empty, and every partition's length is
-# unknown until it is read. The fit is the in-memory fit on the same rows.
+# Filtering a Dask dataframe often leaves partitions short or without rows.
+# Here the first 700 training rows, as a filter on a date would keep the
+# oldest ones: the first files keep all their rows, a later one keeps some
+# and the last none (the lengths printed below), and every partition's
+# length is unknown until it is read. The fit is the in-memory fit on the
+# same rows.
 if __name__ == "__main__":
     early = df.loc[:699]
     with warnings.catch_warnings():

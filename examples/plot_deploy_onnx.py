@@ -11,7 +11,7 @@ same labels and probabilities as the pipeline on images it never saw.
 
 The exported file needs neither scikit-learn nor sk-twolayer to run: any
 ONNX runtime, from any language, can serve it. It needs the ``onnx`` extra
-to be written: ``pip install "sk-twolayer[onnx]"``. See
+to be written: ``python -m pip install ".[onnx]"`` from a checkout. See
 :doc:`/deploying` for the options and for the other ways to save a model.
 """
 

@@ -26,8 +26,13 @@ def _run(tmp_path, sections):
 
 def test_benchmark_runs_and_writes_json(tmp_path):
     results = _run(tmp_path, "roofline,mlp,memory")
-    assert {"machine", "config", "roofline", "vs_mlp", "memory", "torch",
-            "targets", "table"} <= set(results)
+    assert {"runs", "roofline", "vs_mlp", "memory", "targets", "table"} <= set(results)
+    # Each section says when, where and with what it was measured.
+    assert set(results["runs"]) == {"roofline", "vs_mlp", "memory"}
+    for run in results["runs"].values():
+        assert {"date", "command", "commit", "machine", "versions",
+                "config"} <= set(run)
+        assert run["versions"]["numpy"] and "--quick" in run["command"]
     assert {(r["dtype"], r["input"], r["path"]) for r in results["roofline"]} >= {
         (dtype, kind, "loss_and_gradient")
         for dtype in ("float64", "float32") for kind in ("dense", "csr")
@@ -46,6 +51,38 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     assert {"ours_peak_extra_mib", "mlp_peak_extra_mib", "ratio"} <= set(
         results["memory"])
     assert all("value" in v and "target" in v for v in results["targets"].values())
+
+
+def test_a_run_replaces_only_its_own_sections(tmp_path):
+    first = _run(tmp_path, "mlp")
+    second = _run(tmp_path, "roofline")  # the same file
+    assert set(second["runs"]) == {"vs_mlp", "roofline"}
+    assert second["vs_mlp"] == first["vs_mlp"]
+    assert second["runs"]["vs_mlp"] == first["runs"]["vs_mlp"]
+    assert "(b) fit vs MLPClassifier" in second["table"]
+    assert "(a) roofline" in second["table"]
+
+
+def test_exactness_section(tmp_path):
+    # benchmarks/exactness.py at tiny sizes: the in-memory objective at every
+    # point of the data-parallel fit, and a row per max_iter and contender.
+    pytest.importorskip("distributed")
+    out = tmp_path / "results.json"
+    subprocess.run([sys.executable, str(SCRIPT.with_name("exactness.py")),
+                    "--quick", "--json", str(out)], check=True,
+                   capture_output=True, text=True, cwd=SCRIPT.parents[1], timeout=600)
+    results = json.loads(out.read_text())
+    e = results["exactness"]
+    assert set(results["runs"]) == {"exactness"}
+    assert e["per_evaluation"]["evaluations"] >= 6
+    # Rounding, not another objective.
+    assert e["per_evaluation"]["max_rel_loss_gap"] < 1e-12
+    assert e["per_evaluation"]["max_rel_grad_gap"] < 1e-12
+    assert [(f["max_iter"], f["contender"]) for f in e["fits"]] == [
+        (m, c) for m in (3, 6) for c in ("dask", "blas_threads", "row_blocks")]
+    assert all(f["n_iter"] == [f["max_iter"]] * 2 and f["max_proba_gap"] < 1e-9
+               for f in e["fits"])
+    assert "exactness: the data-parallel and the in-memory fit" in results["table"]
 
 
 def test_benchmark_torch_section(tmp_path):
