@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-_REASON = "needs the dask extra: pip install 'sk-twolayer[dask]'"
+_REASON = 'needs the dask extra: python -m pip install ".[dask]"'
 da = pytest.importorskip("dask.array", reason=_REASON)
 distributed = pytest.importorskip("distributed", reason=_REASON)
 dask_ml_wrappers = pytest.importorskip("dask_ml.wrappers", reason=_REASON)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-_REASON = "needs the dask extra: pip install 'sk-twolayer[dask]'"
+_REASON = 'needs the dask extra: python -m pip install ".[dask]"'
 da = pytest.importorskip("dask.array", reason=_REASON)
 dd = pytest.importorskip("dask.dataframe", reason=_REASON)
 distributed = pytest.importorskip("distributed", reason=_REASON)

@@ -247,12 +247,11 @@ class DistributedObjective:
         if star:
             # (A worker that runs no task now, paused or unknown, gets none:
             # its tasks run elsewhere.)
-            copies = [self._scatter(theta, worker)
-                      for worker in plan.workers[:max(plan.running, 1)]]
+            copies = self._scatter(theta, plan.workers[:max(plan.running, 1)])
             copies += copies[:1] * (len(plan.workers) - len(copies))
             relays = []
         else:
-            copies = [self._scatter(theta, plan.workers[0])]
+            copies = self._scatter(theta, plan.workers[:1])
             relays = [k for k in range(1, len(plan.workers)) if len(plan.children(k))]
             for k in range(1, len(plan.workers)):
                 copies.append(f"{prefix}-relay-{k}" if k in relays
@@ -260,19 +259,28 @@ class DistributedObjective:
         self._last = Broadcast(theta.copy(), plan.workers, star, copies)
         return copies, relays
 
-    def _scatter(self, theta, worker):
-        """theta, sent to ``worker`` (None: anywhere). A worker that has
-        left, or left while it is sent, or is paused, raises
-        :class:`~._faults.ParametersLost`: the evaluation is planned anew and
-        tried again."""
+    def _scatter(self, theta, workers):
+        """A copy of theta sent to each of ``workers`` (None: anywhere), in
+        one call (one round trip to the scheduler, whatever the workers).
+
+        A worker that has left, or left while it is sent, or is paused,
+        raises :class:`~._faults.ParametersLost`: the evaluation is planned
+        anew and tried again. (Where fewer workers took copies than were
+        asked for, the others' tasks fetch one.)
+        """
+        named = [w for w in workers if w is not None]
         try:
-            return self.watch.held(self.client.scatter(
-                theta, hash=False, workers=None if worker is None else [worker],
+            futures = self.watch.held(self.client.scatter(
+                [theta] * len(workers), hash=False, workers=named or None,
                 direct=self.settings.direct,
-                timeout=(self.settings.no_workers_timeout if worker is None
-                         else _SEND_TIMEOUT)))
+                timeout=_SEND_TIMEOUT if named else self.settings.no_workers_timeout))
+            if len(futures) == 1:
+                return futures
+            who_has = self.client.who_has(futures)
         except _SENDING as error:
             raise ParametersLost(repr(error)) from error
+        held = {w: f for f in futures for w in who_has.get(f.key, ())}
+        return [held.get(w, futures[0]) for w in workers]
 
     def _sum(self, graph, worker, inputs, key):
         """The key of the sum of ``inputs`` on ``worker``, in their order
