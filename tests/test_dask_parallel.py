@@ -924,6 +924,11 @@ def test_what_reaches_the_scheduler_per_evaluation(digits):
                     theta = theta * 0.9
                     loss.loss_gradient(theta)
                 plan = data._objective.plan("train")
+                last = data._objective._last
+                if last.star:  # each worker got its own copy of theta
+                    holders = c.who_has(last.copies)
+                    assert [tuple(holders[copy.key]) for copy in last.copies] == [
+                        (worker,) for worker in plan.workers], holders
                 data.close()
             assert len(plan.workers) == n_workers
             assert relayed == {"scatter": 0, "gather": 0}, relayed
