@@ -171,6 +171,15 @@ GOALS = [
      "as fast as one"),
     ("dask_speedup_vs_spark", "an L-BFGS iteration at least 3x as fast as Spark "
      "MLlib's MLP on the same cores"),
+    ("dask_cost_scheduler_mib 16 workers", "data-parallel fit, 16 workers: at "
+     "most 2 MiB through the scheduler per evaluation (P=814,090)"),
+    ("dask_cost_scheduler_cpu_ms 2 workers", "the scheduler's CPU per "
+     "evaluation, 2 workers: at most 10 ms"),
+    ("dask_cost_scheduler_cpu_ms per added worker", "the scheduler's CPU per "
+     "evaluation: at most 1 ms more per added worker (the slope of a straight "
+     "line through the measured K)"),
+    ("dask_cost_star_vs_tree 2 workers", "2 workers: an evaluation no slower "
+     "than the faster of a star and a tree (the default's time over it)"),
     ("device full-batch loss+gradient fraction_of_gemm_rate", "on a GPU: "
      "full-batch loss and gradient at least 0.5 of the device's GEMM rate"),
     ("device lbfgs", "on a GPU: L-BFGS at least 20x as fast as NumPy on the "
@@ -181,7 +190,8 @@ GOALS = [
      "batch 2048"),
 ]
 GOAL_SECTIONS = {"loss_and": "roofline", "sgd_epoc": "roofline",
-                 "speedup_": "vs_mlp", "memory_r": "memory", "dask_": "dask"}
+                 "speedup_": "vs_mlp", "memory_r": "memory",
+                 "dask_cost": "dask_cost", "dask_": "dask"}
 
 
 def _goal_section(key):
@@ -423,6 +433,108 @@ def dask_scale(results, fmt):
         "", table(["workers"] + [f"fan-in {f}" for f in fan_ins], rows, fmt)])
 
 
+def _spark_tree_aggregate(k, P):
+    """Per iteration of Spark MLlib's MLP on ``k`` one-core executors, from
+    the documented design of ``RDD.treeAggregate(depth=2)`` and
+    TorrentBroadcast (not measured): tasks the driver launches, and the
+    parameter-sized vectors its process sends and receives."""
+    import math
+
+    scale = max(math.ceil(math.sqrt(k)), 2)
+    partitions, levels = k, 0
+    while partitions > scale + math.ceil(partitions / scale):
+        partitions //= scale
+        levels += 1
+    return {"tasks": k + (partitions if levels else 0), "driver_in": partitions,
+            "driver_out": 1, "mib": P * 8 / 2**20}
+
+
+def dask_cost_model(results, fmt):
+    """Section (j): the cost of one evaluation against the workers, the fitted
+    model, its predictions, and Spark's treeAggregate beside them."""
+    j = results["dask_cost"]
+    rows = []
+    for row in j["table"]:
+        rows.append([f"{row['workers']} ({row['topology']})", f"{row['wall_ms']:.0f}",
+                     f"{row['scheduler_cpu_ms']:.1f}",
+                     f"{row.get('scheduler_cpu_net_ms', float('nan')):.1f}",
+                     f"{row['client_cpu_ms']:.1f}",
+                     f"{row['tasks']:.1f}", f"{row['graphs']:.0f}",
+                     f"{row['messages']:.0f}", f"{row['scheduler_mib']:.2f}",
+                     f"{row['busiest_worker_mib']:.1f}"])
+    compared = [row for row in j["table"] if "star_wall_ms" in row]
+    mib = j["parameters"] * 8 / 2**20
+    lines = [
+        f"D={j['d']}, H={j['hidden']}, C={j['classes']}: {j['parameters']:,} "
+        f"parameters, {mib:.1f} MiB in float64; {j['rows_per_worker']} rows per "
+        "worker; the scheduler in its own process, worker processes of one "
+        "thread, all on the machine below. Per evaluation, median of "
+        f"{j['table'][0]['repeats']} repeats. "
+        + stamp(results, "dask_cost", fmt, ("numpy", "dask", "distributed")),
+        "",
+        table(["workers", "wall ms", "scheduler CPU ms", "less idle", "client CPU ms",
+               "tasks",
+               "graphs", "messages", "MiB through the scheduler",
+               "MiB through the busiest worker"], rows, fmt)]
+    if compared:
+        lines += ["", "Star against tree, wall milliseconds per evaluation, the "
+                  "two alternating: " + ", ".join(
+                      f"{row['workers']} workers {row['star_wall_ms']:.0f} against "
+                      f"{row['tree_wall_ms']:.0f}" for row in compared) + "."]
+    with_ops = [row for row in j["table"] if row.get("ops")]
+    if with_ops:
+        sys.path.insert(0, str(HERE))
+        from bench_dask_cost import ops_text
+
+        lines += ["", "Where the scheduler's messages come from, per evaluation, by "
+                  "operation:", ""]
+        lines += [f"* {row['workers']} workers ({row['topology']}): "
+                  + ops_text(row["ops"]) for row in with_ops]
+    sys.path.insert(0, str(HERE))
+    from bench_dask_cost import cost_model
+
+    fitted = cost_model(j)
+    m, p = fitted["models"], fitted["predictions"]
+
+    def model(name, unit):
+        c = m[name]
+        log = f" {c['c']:+.3g} log2 K" if c["c"] else ""
+        return (f"{c['a']:.3g} {c['b']:+.3g} K{log} {unit}: "
+                f"{p[name]['100']:.3g} at 100 workers, {p[name]['1000']:.3g} at 1,000")
+
+    lines += ["", "Fitted by least squares to the rows of a "
+              f"{fitted['topology']} (K = {', '.join(map(str, fitted['fitted_on']))}; "
+              "a log2 K term only where it halves the residual with no negative "
+              "coefficient), and extrapolated past "
+              f"{fitted['max_workers_measured']} workers:", ""]
+    fits = [("wall_ms", "ms of wall time"), ("scheduler_cpu_ms", "ms of scheduler CPU"),
+            ("scheduler_cpu_net_ms", "ms of scheduler CPU less idle"),
+            ("client_cpu_ms", "ms of client CPU"), ("tasks", "tasks"),
+            ("messages", "messages to the scheduler"),
+            ("scheduler_mib", "MiB through the scheduler")]
+    lines += ["* " + model(name, unit) for name, unit in fits]
+    spark = {k: _spark_tree_aggregate(k, j["parameters"]) for k in (100, 1000)}
+    ours = {k: round(p["tasks"][str(k)]) for k in (100, 1000)}
+    lines += ["", "Beside Spark MLlib's MLP, computed (not measured) from the "
+              "documented design of ``RDD.treeAggregate`` (depth 2) and "
+              "TorrentBroadcast, assuming one partition per one-core executor: per "
+              "iteration the driver launches a task per partition and one per "
+              "partition of the intermediate level, and receives one "
+              "parameter-sized vector per intermediate partition:", "",
+              table(["per evaluation", "100 workers", "1,000 workers"], [
+                  ["tasks the scheduler (ours, fitted) or the driver (Spark) "
+                   "launches", f"{ours[100]} / {spark[100]['tasks']}",
+                   f"{ours[1000]} / {spark[1000]['tasks']}"],
+                  ["parameter vectors into the client (ours, a tree) or the "
+                   "driver (Spark)", f"1 / {spark[100]['driver_in']}",
+                   f"1 / {spark[1000]['driver_in']}"],
+                  [f"MiB into the client or the driver (P={j['parameters']:,})",
+                   f"{mib:.1f} / {spark[100]['driver_in'] * mib:.0f}",
+                   f"{mib:.1f} / {spark[1000]['driver_in'] * mib:.0f}"],
+              ], fmt)]
+    return "\n".join(lines)
+
+
 def device(results, fmt):
     lines = section_text(results, "device")
     return "\n".join([stamp(results, "device", fmt, ("numpy", "torch")), "",
@@ -431,7 +543,8 @@ def device(results, fmt):
 
 SECTIONS = [("(a)", "roofline"), ("(b)", "vs_mlp"), ("(c)", "memory"),
             ("(d)", "torch"), ("(e)", "predict"), ("(f)", "device"),
-            ("(g)", "dask"), ("(h)", "dask_scale"), ("exactness.py", "exactness")]
+            ("(g)", "dask"), ("(h)", "dask_scale"), ("(j)", "dask_cost"),
+            ("exactness.py", "exactness")]
 
 
 def run_times(results, fmt):
@@ -459,10 +572,11 @@ FRAGMENTS = {
     "exactness": exactness_table,
     "dask-cost": dask_cost,
     "dask-scale": dask_scale,
+    "dask-cost-model": dask_cost_model,
     "device": device,
     **{f"section-{key}": section(key) for key in
        ("roofline", "vs_mlp", "memory", "torch", "predict", "device", "dask",
-        "dask_scale", "exactness")},
+        "dask_scale", "dask_cost", "exactness")},
 }
 
 

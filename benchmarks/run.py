@@ -28,7 +28,13 @@ Measures, in one process and on the same data:
     ``benchmarks/bench_dask.py``; needs the ``dask`` extra);
 (h) with ``--only dask_scale``: data-parallel L-BFGS at cluster scale, the
     time per iteration of a wide model on 1 to 24 workers for each fan-in
-    of the reduction tree (not part of the default run).
+    of the reduction tree (not part of the default run);
+(j) with ``--only dask_cost``: what one evaluation of the data-parallel fit
+    costs the cluster, the scheduler in its own process, on 1 to 64 worker
+    processes: scheduler and client CPU, tasks, messages, bytes through
+    the scheduler and the busiest worker, wall time, and the cost model
+    fitted to them (see ``benchmarks/bench_dask_cost.py``; not part of the
+    default run).
 
 Every ratio is the median over repeats in which the two contenders run
 alternately (A, B, B, A, ...), because shared machines are noisy.
@@ -42,6 +48,7 @@ Usage::
     python benchmarks/run.py --only device --device cuda  # on a GPU
     python benchmarks/run.py --only dask      # section (g) alone
     python benchmarks/run.py --only dask_scale  # section (h) alone
+    python benchmarks/run.py --only dask_cost   # section (j) alone
 
 Each run writes the sections it measured into ``benchmarks/results.json``
 (``--json``: another file), with the date, command, commit, machine,
@@ -127,6 +134,18 @@ def bench_dask(cfg):
 def bench_dask_scale(cfg):
     return _dask_module().bench_dask_scale(cfg)
 
+
+def _dask_cost_module():
+    """benchmarks/bench_dask_cost.py, section (j)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_dask_cost
+
+    return bench_dask_cost
+
+
+def bench_dask_cost(cfg):
+    return _dask_cost_module().bench_dask_cost(cfg)
+
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
 TARGETS = {
@@ -144,6 +163,11 @@ TARGETS = {
     "dask_one_worker_vs_memory": 1.10,
     "dask_two_workers_vs_one": 1.6,
     "dask_speedup_vs_spark": 3.0,
+    # issue 27: the scheduler's work per evaluation (section j)
+    "dask_cost_scheduler_mib_16": 2.0,
+    "dask_cost_scheduler_cpu_ms_2": 10.0,
+    "dask_cost_scheduler_cpu_ms_per_worker": 1.0,
+    "dask_cost_star_vs_tree_2": 1.0,
 }
 
 
@@ -836,6 +860,33 @@ def targets(results):
         if dask["spark"].get("available"):
             met["dask_speedup_vs_spark"] = {"value": dask["spark"]["speedup"],
                                             "target": TARGETS["dask_speedup_vs_spark"]}
+    cost = results.get("dask_cost") or {}
+    if cost.get("available"):
+        rows = {row["workers"]: row for row in cost["table"]}
+        if 16 in rows:
+            met["dask_cost_scheduler_mib 16 workers"] = {
+                "value": rows[16]["scheduler_mib"],
+                "target": TARGETS["dask_cost_scheduler_mib_16"], "lower_is_better": True}
+        if 2 in rows:
+            met["dask_cost_scheduler_cpu_ms 2 workers"] = {
+                "value": rows[2]["scheduler_cpu_ms"],
+                "target": TARGETS["dask_cost_scheduler_cpu_ms_2"],
+                "lower_is_better": True}
+            if "tree_wall_ms" in rows[2]:
+                # (the default's time over the faster topology's: 1.0 where
+                # the default is the faster)
+                met["dask_cost_star_vs_tree 2 workers"] = {
+                    "value": rows[2]["wall_ms"] / min(rows[2]["star_wall_ms"],
+                                                      rows[2]["tree_wall_ms"]),
+                    "target": TARGETS["dask_cost_star_vs_tree_2"],
+                    "lower_is_better": True}
+        # (the slope of a straight line through every K measured)
+        ks = sorted(rows)
+        met["dask_cost_scheduler_cpu_ms per added worker"] = {
+            "value": float(np.polyfit(ks, [rows[k]["scheduler_cpu_ms"] for k in ks],
+                                      1)[0]) if len(ks) > 1 else None,
+            "target": TARGETS["dask_cost_scheduler_cpu_ms_per_worker"],
+            "lower_is_better": True}
     for v in met.values():
         if v["value"] is None:
             v["met"] = None
@@ -964,6 +1015,10 @@ def format_table(results):
         lines.append("")
         lines.extend(_dask_module().format_dask(results["dask"]))
         lines.extend(_measured(results, "dask")[:1])
+    if "dask_cost" in results:
+        lines.append("")
+        lines.extend(_dask_cost_module().format_dask_cost(results["dask_cost"]))
+        lines.extend(_measured(results, "dask_cost")[:1])
     if results.get("exactness"):
         lines.append("")
         lines.extend(_exactness_module().format_exactness(results["exactness"]))
@@ -1018,9 +1073,16 @@ def parse_args(argv=None):
                    help="numbers of workers of section (h)")
     p.add_argument("--scale-fan-ins", default="2,4,8,64",
                    help="fan-ins of the reduction tree in section (h)")
+    p.add_argument("--cost-workers", default="1,2,4,8,16,32,64",
+                   help="numbers of workers of section (j)")
+    p.add_argument("--cost-rows", type=int, default=20,
+                   help="rows per worker of section (j)")
+    p.add_argument("--cost-compare", type=int, default=8,
+                   help="in section (j), up to this many workers, measure the "
+                        "star and the tree side by side")
     p.add_argument("--only", default="roofline,mlp,memory,torch,predict,dask",
                    help="comma-separated sections to run (add 'device' for f, "
-                        "'dask_scale' for h)")
+                        "'dask_scale' for h, 'dask_cost' for j)")
     p.add_argument("--json", default=None,
                    help="the results file that this run's sections go into "
                         f"(default {RESULTS}; none with --quick)")
@@ -1037,6 +1099,7 @@ def parse_args(argv=None):
         args.device_n = 2000
         args.dask_n, args.dask_d, args.dask_hidden, args.dask_blocks = 2000, 10, 8, 4
         args.scale_workers, args.scale_fan_ins = "1,2", "2"
+        args.cost_workers, args.cost_compare = "1,2", 2
     if args.json is None and not args.quick:
         args.json = str(RESULTS)
     return args
@@ -1062,7 +1125,8 @@ def main(argv=None):
                 ("predict", "predict", bench_predict),
                 ("device", "device", bench_device),
                 ("dask", "dask", bench_dask),
-                ("dask_scale", "dask_scale", bench_dask_scale)]
+                ("dask_scale", "dask_scale", bench_dask_scale),
+                ("dask_cost", "dask_cost", bench_dask_cost)]
     for name, key, func in sections:
         if name in only:
             run = run_stamp(cfg, command)

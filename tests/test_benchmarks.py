@@ -184,3 +184,26 @@ def test_benchmark_dask_section(tmp_path):
     assert all(row["repeats"] >= 1 and row["ms_per_iteration"] > 0
                for row in h["table"])
     assert "(h) data-parallel L-BFGS at cluster scale" in results["table"]
+
+
+def test_benchmark_dask_cost_section(tmp_path, monkeypatch):
+    # Section (j) at tiny sizes: a scheduler process and worker processes
+    # start, every figure is there, and the counts are those of the design:
+    # one graph per evaluation, one task per worker (a star on 1 and 2), no
+    # theta through the scheduler (a check of the counters, not a timing).
+    pytest.importorskip("distributed")
+    results = _run(tmp_path, "dask_cost")
+    j = results["dask_cost"]
+    assert j["available"]
+    assert [row["workers"] for row in j["table"]] == [1, 2]
+    for row in j["table"]:
+        assert row["graphs"] == 1 and row["tasks"] == row["workers"], row
+        assert row["wall_ms"] > 0 and row["scheduler_cpu_ms"] >= 0
+    assert "(j) cost of one evaluation" in results["table"]
+    # The model is fitted when the results are shown, to the measured rows.
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from bench_dask_cost import cost_model
+
+    fitted = cost_model(j)
+    assert fitted["fitted_on"] == [1, 2]
+    assert set(fitted["predictions"]["scheduler_cpu_ms"]) == {"100", "1000"}
