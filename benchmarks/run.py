@@ -28,7 +28,11 @@ Measures, in one process and on the same data:
     ``benchmarks/bench_dask.py``; needs the ``dask`` extra);
 (h) with ``--only dask_scale``: data-parallel L-BFGS at cluster scale, the
     time per iteration of a wide model on 1 to 24 workers for each fan-in
-    of the reduction tree (not part of the default run).
+    of the reduction tree (not part of the default run);
+(i) the minibatch solvers (SGD with Nesterov momentum, Adam) against a
+    jitted JAX loop (``jax.jit`` and ``lax.scan``), each in its own process,
+    with each side's time outside the step's two large GEMMs (see
+    ``benchmarks/bench_jax.py``; skipped when jax is not installed).
 
 Every ratio is the median over repeats in which the two contenders run
 alternately (A, B, B, A, ...), because shared machines are noisy.
@@ -41,6 +45,7 @@ Usage::
     python benchmarks/run.py --only predict   # prediction latency alone
     python benchmarks/run.py --only device --device cuda  # on a GPU
     python benchmarks/run.py --only dask      # section (g) alone
+    python benchmarks/run.py --only jax       # section (i) alone
     python benchmarks/run.py --only dask_scale  # section (h) alone
 
 Each run writes the sections it measured into ``benchmarks/results.json``
@@ -127,6 +132,18 @@ def bench_dask(cfg):
 def bench_dask_scale(cfg):
     return _dask_module().bench_dask_scale(cfg)
 
+
+def _jax_module():
+    """benchmarks/bench_jax.py, section (i)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_jax
+
+    return bench_jax
+
+
+def bench_jax(cfg):
+    return _jax_module().bench_jax(cfg, _ratio)
+
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
 TARGETS = {
@@ -144,6 +161,8 @@ TARGETS = {
     "dask_one_worker_vs_memory": 1.10,
     "dask_two_workers_vs_one": 1.6,
     "dask_speedup_vs_spark": 3.0,
+    # issue 29: our minibatch fit's time over a jitted JAX loop's
+    "time_vs_jax": 1.0,
 }
 
 
@@ -836,6 +855,11 @@ def targets(results):
         if dask["spark"].get("available"):
             met["dask_speedup_vs_spark"] = {"value": dask["spark"]["speedup"],
                                             "target": TARGETS["dask_speedup_vs_spark"]}
+    jax = results.get("jax") or {}
+    for row in jax.get("rows", []):
+        met[f"time_vs_jax {row['solver']} {row['dtype']}"] = {
+            "value": row["time_ratio"], "target": TARGETS["time_vs_jax"],
+            "lower_is_better": True}
     for v in met.values():
         if v["value"] is None:
             v["met"] = None
@@ -964,6 +988,10 @@ def format_table(results):
         lines.append("")
         lines.extend(_dask_module().format_dask(results["dask"]))
         lines.extend(_measured(results, "dask")[:1])
+    if results.get("jax"):
+        lines.append("")
+        lines.extend(_jax_module().format_jax(results["jax"]))
+        lines.extend(_measured(results, "jax"))
     if results.get("exactness"):
         lines.append("")
         lines.extend(_exactness_module().format_exactness(results["exactness"]))
@@ -1018,7 +1046,7 @@ def parse_args(argv=None):
                    help="numbers of workers of section (h)")
     p.add_argument("--scale-fan-ins", default="2,4,8,64",
                    help="fan-ins of the reduction tree in section (h)")
-    p.add_argument("--only", default="roofline,mlp,memory,torch,predict,dask",
+    p.add_argument("--only", default="roofline,mlp,memory,torch,predict,dask,jax",
                    help="comma-separated sections to run (add 'device' for f, "
                         "'dask_scale' for h)")
     p.add_argument("--json", default=None,
@@ -1062,7 +1090,8 @@ def main(argv=None):
                 ("predict", "predict", bench_predict),
                 ("device", "device", bench_device),
                 ("dask", "dask", bench_dask),
-                ("dask_scale", "dask_scale", bench_dask_scale)]
+                ("dask_scale", "dask_scale", bench_dask_scale),
+                ("jax", "jax", bench_jax)]
     for name, key, func in sections:
         if name in only:
             run = run_stamp(cfg, command)

@@ -237,6 +237,11 @@ class SGD(_UpdateRule):
                       out=spare[:2, split:])
         self._state, self._spare = spare, state
 
+    def penalty_value(self, penalty):
+        """``penalty.value(theta)`` (this update's matrix product computes
+        no sum of squares to reuse)."""
+        return penalty.value(self.theta, self._ops)
+
     def finish(self):
         """Keep the velocity for the next :meth:`start`; free the buffers."""
         if self._ops.is_numpy:
@@ -251,6 +256,12 @@ class Adam(_UpdateRule):
 
     The same interface as :class:`SGD`. An L2 penalty is added to the
     gradient before the moments are updated (Adam with L2, not AdamW).
+
+    On numpy the update runs in chunks shared among the threads that
+    numpy's BLAS uses (see :meth:`NumpyOps.chunked`); per chunk it is the
+    same sequence of numpy operations as a whole-array update, so the result
+    is the same to the last bit. The same pass returns the penalty at the new
+    ``theta``, which the next minibatch's loss needs (:meth:`penalty_value`).
 
     Parameters
     ----------
@@ -279,46 +290,92 @@ class Adam(_UpdateRule):
         self.power_t = power_t
         self.n_steps = 0
         self._m = self._v = None
-        self.theta = self.grad = self._tmp = None
+        self.theta = self.grad = self._ops = None
+        self._penalty_at = None
 
     def start(self, theta, ops=NUMPY):
         self._ops = ops
         self.theta = _copy(theta)
-        numpy = ops.is_numpy
-        self.grad = np.empty_like(theta) if numpy else None
-        self._tmp = np.empty_like(theta) if numpy else None
+        self.grad = np.empty_like(theta) if ops.is_numpy else None
         # The moments are updated in place; kept ones are this optimizer's
         # own (from_state copies), so a failed call changes no model.
         if self._m is None:
             self._m = ops.xp.zeros_like(theta)
             self._v = ops.xp.zeros_like(theta)
+        self._penalty_at = None
 
     def step(self, penalty=None, grad=None):
-        ops = self._ops
-        grad = self.grad if grad is None else grad
+        self.n_steps += 1
+        b1, b2 = self.beta_1, self.beta_2
+        lr = (self.learning_rate * np.sqrt(1 - b2 ** self.n_steps)
+              / (1 - b1 ** self.n_steps))
+        if not self._ops.is_numpy:
+            self._device_step(penalty, grad, float(lr))
+            return
+        theta, m, v, g = self.theta, self._m, self._v, self.grad
+        reg = 0.0 if penalty is None else penalty.reg
+        size = penalty.size if reg else 0
+        kind = theta.dtype.type
+        # Each factor rounded to theta's dtype once, as numpy rounds a
+        # Python float that meets an array of that dtype.
+        two_reg, one_b1, one_b2 = kind(2 * reg), kind(1 - b1), kind(1 - b2)
+        b1, b2 = kind(b1), kind(b2)
+        eps, minus_lr = kind(self.epsilon), kind(-float(lr))
+
+        def update(lo, hi, tmp):
+            th, mc, vc, gc = theta[lo:hi], m[lo:hi], v[lo:hi], g[lo:hi]
+            if lo < size:  # g + 2 reg theta
+                np.multiply(th, two_reg, out=tmp)
+                gc += tmp
+            # m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2 (g overwritten)
+            mc *= b1
+            np.multiply(gc, one_b1, out=tmp)
+            mc += tmp
+            np.multiply(gc, gc, out=gc)
+            gc *= one_b2
+            vc *= b2
+            vc += gc
+            # theta <- theta - lr m / (sqrt(v) + eps)
+            np.sqrt(vc, out=tmp)
+            tmp += eps
+            np.divide(mc, tmp, out=tmp)
+            tmp *= minus_lr
+            th += tmp
+            # the penalty at the new theta, while the chunk is in cache
+            return float(np.einsum("i,i", th, th)) if lo < size else None
+
+        self._penalty_at = (penalty, reg * self._ops.chunked(
+            update, theta.shape[0], theta.dtype, 1, breaks=(size,)))
+
+    def _device_step(self, penalty, grad, lr):
+        """The same update with whole-array operations, off numpy."""
+        ops, b1, b2 = self._ops, self.beta_1, self.beta_2
         if penalty is not None:
             penalty.add_gradient(self.theta, grad, ops)
-        self.n_steps += 1
-        b1, b2, m, v, tmp = self.beta_1, self.beta_2, self._m, self._v, self._tmp
-        # m <- b1 m + (1 - b1) g and v <- b2 v + (1 - b2) g^2; on numpy
-        # without temporaries of theta's size (grad is overwritten).
+        m, v = self._m, self._v
         m *= b1
-        ops.add_scaled(m, 1 - b1, grad, tmp)
-        grad = ops.multiply(grad, grad, out=grad)
+        ops.add_scaled(m, 1 - b1, grad)
+        grad = grad * grad
         grad *= 1 - b2
         v *= b2
         v += grad
-        lr = (self.learning_rate * np.sqrt(1 - b2 ** self.n_steps)
-              / (1 - b1 ** self.n_steps))
-        step = ops.sqrt(v, out=tmp)
+        step = ops.sqrt(v)
         step += self.epsilon
-        step = ops.divide(m, step, out=step)
-        step *= -float(lr)
+        step = m / step
+        step *= -lr
         self.theta += step
+
+    def penalty_value(self, penalty):
+        """``penalty.value(theta)``: the one the last step's pass computed
+        for this penalty, or a new evaluation."""
+        kept = self._penalty_at
+        if kept is not None and kept[0] is penalty:
+            return kept[1]
+        return penalty.value(self.theta, self._ops)
 
     def finish(self):
         """Keep the moments for the next :meth:`start`; free the rest."""
-        self.theta = self.grad = self._tmp = self._ops = None
+        self.theta = self.grad = self._ops = self._penalty_at = None
 
 
 def optimizer_from_state(state):
@@ -692,7 +749,7 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
                 if grad is not None and g is not grad:
                     grad[...] = g
                 if penalty is not None:
-                    loss += penalty.value(current, ops)
+                    loss += optimizer.penalty_value(penalty)
                 if ops.is_numpy and _diverging(loss, dtype):
                     raise _diverged(f"in epoch {epoch + 1}", hint)
                 optimizer.step(penalty, g)

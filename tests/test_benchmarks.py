@@ -184,3 +184,20 @@ def test_benchmark_dask_section(tmp_path):
     assert all(row["repeats"] >= 1 and row["ms_per_iteration"] > 0
                for row in h["table"])
     assert "(h) data-parallel L-BFGS at cluster scale" in results["table"]
+
+
+def test_benchmark_jax_section(tmp_path):
+    pytest.importorskip("jax")
+    results = _run(tmp_path, "jax")
+    jax = results["jax"]
+    assert jax["available"]
+    assert {(r["solver"], r["dtype"]) for r in jax["rows"]} == {
+        (s, d) for s in ("sgd", "adam") for d in ("float32", "float64")}
+    for row in jax["rows"]:
+        assert {"ours_s", "jax_s", "time_ratio", "ours_gemm_s", "jax_gemm_s",
+                "ours_outside_gemm_s", "jax_outside_gemm_s"} <= set(row)
+        # The same update rule from the same start on the same rows: the two
+        # loops reach the same loss (a property of the contender, not a time).
+        assert row["ours_final_loss"] == pytest.approx(row["jax_final_loss"],
+                                                       rel=1e-3)
+    assert "(i) vs JAX" in results["table"]
