@@ -16,6 +16,7 @@ best weights seen so far, which is what they return when a
 """
 
 import contextlib
+import inspect
 import os
 
 import numpy as np
@@ -25,6 +26,7 @@ from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import ThreadpoolController
 
+from . import _fast
 from ._namespace import NUMPY, array_api_compat, ops_for
 from ._warnings import warn
 
@@ -88,6 +90,20 @@ class _UpdateRule:
                  for key, value in state.items()}
         return {"solver": self.name, **state}
 
+    def penalty_value(self, penalty):
+        """``penalty.value(theta)``: the value that the last step's compiled
+        kernel computed for this penalty, or a new evaluation."""
+        kept = self._penalty_at
+        if kept is not None and kept[0] is penalty:
+            return kept[1]
+        return penalty.value(self.theta, self._ops)
+
+    @staticmethod
+    def _penalty_args(penalty, dtype):
+        """``(reg, size, 2 * reg)`` of a penalty (``size`` 0 without one)."""
+        reg = 0.0 if penalty is None else penalty.reg
+        return reg, penalty.size if reg else 0, dtype.type(2 * reg)
+
     @classmethod
     def from_state(cls, state):
         """The optimizer that :meth:`state_dict` described (arrays copied)."""
@@ -148,16 +164,19 @@ class SGD(_UpdateRule):
         self.schedule = schedule
         self.power_t = power_t
         self._velocity = None
-        self._state = self._spare = None
+        self._state = self._spare = self._ops = self._kernels = None
         self._coefs, self._coefs_lr = {}, None
+        self._penalty_at = None
 
-    def start(self, theta, ops=NUMPY):
+    def start(self, theta, ops=NUMPY, kernels=None):
         """Begin at ``theta`` (copied), with the velocity kept from before.
 
         Off numpy (``ops``), ``(theta, v)`` are two arrays on the device,
-        replaced by new ones at each step.
+        replaced by new ones at each step. With ``kernels`` (see
+        :func:`sk_twolayer._fast.for_minibatches`) each step is one compiled
+        pass over ``(theta, v, g)`` in place.
         """
-        self._ops = ops
+        self._ops, self._kernels, self._penalty_at = ops, kernels, None
         self._coefs, self._coefs_lr = {}, None  # their dtype is theta's
         if not ops.is_numpy:
             # The kept velocity is this optimizer's own (from_state copies).
@@ -166,7 +185,8 @@ class SGD(_UpdateRule):
                           if velocity is None else velocity)
             return
         self._state = np.empty((3, theta.size), dtype=theta.dtype)
-        self._spare = np.empty_like(self._state)
+        # The matrix product writes the next (theta, v) into a second array.
+        self._spare = None if kernels else np.empty_like(self._state)
         self._state[0] = theta
         self._state[1] = 0 if self._velocity is None else self._velocity
 
@@ -227,6 +247,14 @@ class SGD(_UpdateRule):
                 theta += velocity
             return
         state, spare = self._state, self._spare
+        if self._kernels is not None:
+            reg, size, two_reg = self._penalty_args(penalty, state.dtype)
+            kind = state.dtype.type
+            total = self._kernels.sgd(state[0], state[1], state[2], size, two_reg,
+                                      kind(self.learning_rate), kind(self.momentum),
+                                      bool(self.nesterov))
+            self._penalty_at = (penalty, reg * total)
+            return
         n = state.shape[1]
         split = n if penalty is None or not penalty.reg else penalty.size
         if split:
@@ -237,11 +265,6 @@ class SGD(_UpdateRule):
                       out=spare[:2, split:])
         self._state, self._spare = spare, state
 
-    def penalty_value(self, penalty):
-        """``penalty.value(theta)`` (this update's matrix product computes
-        no sum of squares to reuse)."""
-        return penalty.value(self.theta, self._ops)
-
     def finish(self):
         """Keep the velocity for the next :meth:`start`; free the buffers."""
         if self._ops.is_numpy:
@@ -249,6 +272,7 @@ class SGD(_UpdateRule):
         else:
             self._velocity = self._pair[1]
         self._state = self._spare = self._pair = self._ops = None
+        self._kernels = self._penalty_at = None
 
 
 class Adam(_UpdateRule):
@@ -289,11 +313,11 @@ class Adam(_UpdateRule):
         self.power_t = power_t
         self.n_steps = 0
         self._m = self._v = None
-        self.theta = self.grad = self._ops = None
+        self.theta = self.grad = self._ops = self._kernels = None
         self._penalty_at = None
 
-    def start(self, theta, ops=NUMPY):
-        self._ops = ops
+    def start(self, theta, ops=NUMPY, kernels=None):
+        self._ops, self._kernels = ops, kernels
         self.theta = _copy(theta)
         self.grad = np.empty_like(theta) if ops.is_numpy else None
         # The moments are updated in place; kept ones are this optimizer's
@@ -312,6 +336,14 @@ class Adam(_UpdateRule):
             self._device_step(penalty, grad, float(lr))
             return
         theta, m, v, g = self.theta, self._m, self._v, self.grad
+        if self._kernels is not None:
+            reg, size, two_reg = self._penalty_args(penalty, theta.dtype)
+            kind = theta.dtype.type
+            total = self._kernels.adam(
+                theta, m, v, g, size, two_reg, kind(b1), kind(b2), kind(1 - b1),
+                kind(1 - b2), kind(self.epsilon), kind(-float(lr)))
+            self._penalty_at = (penalty, reg * total)
+            return
         reg = 0.0 if penalty is None else penalty.reg
         size = penalty.size if reg else 0
         kind = theta.dtype.type
@@ -370,17 +402,10 @@ class Adam(_UpdateRule):
         step *= -lr
         self.theta += step
 
-    def penalty_value(self, penalty):
-        """``penalty.value(theta)``: the one the last step's pass computed
-        for this penalty, or a new evaluation."""
-        kept = self._penalty_at
-        if kept is not None and kept[0] is penalty:
-            return kept[1]
-        return penalty.value(self.theta, self._ops)
-
     def finish(self):
         """Keep the moments for the next :meth:`start`; free the rest."""
         self.theta = self.grad = self._ops = self._penalty_at = None
+        self._kernels = None
 
 
 def optimizer_from_state(state):
@@ -726,11 +751,17 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
     what = "Validation score" if score is not None else "Training loss"
 
     full_batch = batch_size >= n
+    # The compiled kernels, where installed and worth their loading.
+    kernels = _fast.for_minibatches(
+        ops, theta, max_iter * (1 if full_batch else -(-n // batch_size)))
+    fun_kwargs = {}
+    if kernels is not None and "kernels" in inspect.signature(fun).parameters:
+        fun_kwargs["kernels"] = kernels
     hint = (
         f"Lower learning_rate_init (currently {optimizer.learning_rate_init}) "
         "or scale the features, e.g. with StandardScaler."
     )
-    optimizer.start(theta, ops)
+    optimizer.start(theta, ops, kernels)
     try:
         for epoch in range(max_iter):
             if shuffle and not full_batch:
@@ -750,7 +781,7 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
                     Xb, yb = gather(idx), ops.take(y, idx)
                     swb = None if sample_weight is None else ops.take(sample_weight, idx)
                 current, grad = optimizer.theta, optimizer.grad
-                loss, g = fun(current, Xb, yb, swb, grad=grad)
+                loss, g = fun(current, Xb, yb, swb, grad=grad, **fun_kwargs)
                 if grad is not None and g is not grad:
                     grad[...] = g
                 if penalty is not None:
