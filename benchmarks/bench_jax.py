@@ -18,9 +18,17 @@ input validation. JAX's time is its steady state: the first call, which
 compiles, is timed apart and reported as ``jax_compile_s``.
 
 Each side runs in its own process (XLA's thread pool and OpenBLAS's would
-otherwise share the cores), started once; the parent makes them take turns,
-one fit at a time, alternating which goes first, and reports the median of
-the per-repeat ratios, ours over JAX's.
+otherwise share the cores), started once per round; the parent makes them
+take turns, one fit at a time, alternating which goes first, and reports the
+median of the per-repeat ratios, ours over JAX's, for each of two rounds
+(``--jax-rounds``) of new processes. The goal's figure is the larger of the
+rounds' ratios.
+
+With ``--jax-before REF`` a third side runs our solver loop from the
+package as it was at the git commit ``REF`` (``git archive`` of
+``sk_twolayer/`` into a temporary folder, put first on that process's
+path), taking its turn with the other two: the same fits, before and after,
+on the same machine in the same minutes.
 
 Beside each fit, each side times the step's two large matrix products alone
 for the same number of steps (``Xb @ W1`` (B, D) x (D, H) and ``Xb.T @ dH``
@@ -29,14 +37,19 @@ time is what the step spends outside its large GEMMs: row gather,
 activation, softmax, the small products, the penalty, the update and the
 loop's own overhead.
 
+Our side uses the compiled kernels of the ``fast`` extra where numba is
+installed (``sk_twolayer._fast``); the section records whether it did.
+
 The JAX side needs ``pip install jax jaxlib`` (the CPU build); without it
 the section says so and is skipped.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,6 +114,16 @@ class _Ours:
         self.A = np.empty((b, h), dtype=dtype)
         self.G = np.empty_like(W1)
         self.blocks = _gemm_blocks(self.X, b, self.steps)
+
+    def kernels(self):
+        """Whether a fit here takes the compiled kernels (None: a package
+        from before they existed)."""
+        try:
+            from sk_twolayer import _fast
+        except ImportError:
+            return None
+        return _fast.for_minibatches(
+            self._solvers.ops_for(self.theta0), self.theta0, self.steps) is not None
 
     def fit(self, solver):
         s = self._solvers
@@ -255,7 +278,7 @@ def worker(side, cfg):
     the final epoch's loss. One problem per dtype is kept; a worker serves
     one dtype's fits at a time (JAX's x64 switch is global).
     """
-    make = _Ours if side == "ours" else _Jax
+    make = _Jax if side == "jax" else _Ours
     problems = {}
     for line in sys.stdin:
         words = line.split()
@@ -275,14 +298,17 @@ def worker(side, cfg):
         answer = {"s": seconds, "loss": value}
         if solver and side == "jax":
             answer["compile_s"] = problem.compile_s[solver]
+        elif solver:
+            answer["kernels"] = problem.kernels()
         print(json.dumps(answer), flush=True)
 
 
 class _Worker:
-    def __init__(self, side, cfg):
+    def __init__(self, side, cfg, package=None):
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", side,
-             "--config", json.dumps(cfg)],
+             "--config", json.dumps(cfg)]
+            + ([] if package is None else ["--package", str(package)]),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env=dict(os.environ))
 
@@ -303,6 +329,60 @@ class _Worker:
 
 
 # ------------------------------------------------------------- the section
+def _package_at(ref, into):
+    """``sk_twolayer/`` as it was at git commit ``ref``, under ``into``."""
+    root = HERE.parent
+    commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=root,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", commit, "sk_twolayer"], cwd=root,
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return commit
+
+
+def _round(sides, packages, config, repeats, pause):
+    """One round: new processes, every fit and GEMM loop of each side timed
+    ``repeats`` times in turns. Returns {(solver, dtype): {side: ...}}."""
+    workers = {name: _Worker("jax" if name == "jax" else "ours", config,
+                             packages.get(name)) for name in sides}
+    out = {}
+    try:
+        for dtype in DTYPES:
+            # Warm up: data, buffers, compiled kernels and JAX's compilation
+            # (timed apart).
+            compile_s, kernels = {}, {}
+            for solver in SOLVERS:
+                for name, worker in workers.items():
+                    answer = worker.ask(f"fit {solver} {dtype}")
+                    if name == "jax":
+                        compile_s[solver] = answer["compile_s"]
+                    else:
+                        kernels[name] = answer["kernels"]
+            for worker in workers.values():
+                worker.ask(f"gemm {dtype}")
+            for solver in SOLVERS:
+                times = {name: [] for name in sides}
+                gemm = {name: [] for name in sides}
+                losses = {}
+                for r in range(repeats):
+                    order = list(sides) if r % 2 == 0 else list(sides)[::-1]
+                    for name in order:
+                        time.sleep(pause)
+                        answer = workers[name].ask(f"fit {solver} {dtype}")
+                        times[name].append(answer["s"])
+                        losses[name] = answer["loss"]
+                    for name in order[::-1]:
+                        time.sleep(pause)
+                        gemm[name].append(workers[name].ask(f"gemm {dtype}")["s"])
+                out[solver, dtype] = {
+                    "times": times, "gemm": gemm, "losses": losses,
+                    "jax_compile_s": compile_s[solver], "kernels": kernels}
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return out
+
+
 def bench_jax(cfg, ratio):
     """Section (i); ``ratio`` is run.py's median of per-repeat ratios."""
     version = jax_version()
@@ -311,86 +391,99 @@ def bench_jax(cfg, ratio):
                 "reason": "jax is not installed (pip install jax jaxlib)"}
     config = {"n": cfg.n, "d": cfg.d, "hidden": cfg.hidden,
               "classes": cfg.classes, "batch": cfg.batch, "epochs": cfg.epochs}
-    repeats = cfg.fit_repeats
-    # A pause before each timed call, so that the other process's idle
+    repeats, rounds = cfg.fit_repeats, getattr(cfg, "jax_rounds", 2)
+    # A pause before each timed call, so that the other processes' idle
     # threads (OpenBLAS's and XLA's spin a while after their work) are asleep.
     pause = 0.0 if cfg.quick else 0.3
-    sides = {"ours": _Worker("ours", config), "jax": _Worker("jax", config)}
-    rows = []
+    sides, packages, before = ["ours", "jax"], {}, getattr(cfg, "jax_before", None)
+    tmp = tempfile.mkdtemp(prefix="sk-twolayer-before-")
     try:
-        for dtype in DTYPES:
-            # Warm up: data, buffers, JAX's compilation (timed apart).
-            compile_s = {}
-            for solver in SOLVERS:
-                for name, side in sides.items():
-                    answer = side.ask(f"fit {solver} {dtype}")
-                    if name == "jax":
-                        compile_s[solver] = answer["compile_s"]
-            for side in sides.values():
-                side.ask(f"gemm {dtype}")
-            gemm = {name: [] for name in sides}
-            for solver in SOLVERS:
-                times = {name: [] for name in sides}
-                losses = {}
-                for r in range(repeats):
-                    order = list(sides) if r % 2 == 0 else list(sides)[::-1]
-                    for name in order:
-                        time.sleep(pause)
-                        answer = sides[name].ask(f"fit {solver} {dtype}")
-                        times[name].append(answer["s"])
-                        losses[name] = answer["loss"]
-                    for name in order[::-1]:
-                        time.sleep(pause)
-                        gemm[name].append(sides[name].ask(f"gemm {dtype}")["s"])
-                ours_gemm = float(np.median(gemm["ours"]))
-                jax_gemm = float(np.median(gemm["jax"]))
-                ours_s = float(np.median(times["ours"]))
-                jax_s = float(np.median(times["jax"]))
-                rows.append({
-                    "solver": solver, "dtype": dtype,
-                    "ours_s": ours_s, "jax_s": jax_s,
-                    "time_ratio": ratio(times["ours"], times["jax"]),
-                    "ours_gemm_s": ours_gemm, "jax_gemm_s": jax_gemm,
-                    "ours_outside_gemm_s": ours_s - ours_gemm,
-                    "jax_outside_gemm_s": jax_s - jax_gemm,
-                    "jax_compile_s": compile_s[solver],
-                    "ours_final_loss": losses["ours"],
-                    "jax_final_loss": losses["jax"],
-                    "ours_times_s": times["ours"], "jax_times_s": times["jax"],
-                })
+        if before:
+            before = _package_at(before, tmp)
+            sides.append("before")
+            packages["before"] = tmp
+        results = [_round(sides, packages, config, repeats, pause)
+                   for _ in range(rounds)]
     finally:
-        for side in sides.values():
-            side.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    rows = []
+    for solver in SOLVERS:
+        for dtype in DTYPES:
+            per_round = []
+            for res in results:
+                got = res[solver, dtype]
+                t, g = got["times"], got["gemm"]
+                med = {name: float(np.median(t[name])) for name in sides}
+                gemm = {name: float(np.median(g[name])) for name in sides}
+                one = {"time_ratio": ratio(t["ours"], t["jax"])}
+                for name in sides:
+                    one[f"{name}_s"] = med[name]
+                    one[f"{name}_gemm_s"] = gemm[name]
+                    one[f"{name}_outside_gemm_s"] = med[name] - gemm[name]
+                    one[f"{name}_times_s"] = t[name]
+                    one[f"{name}_final_loss"] = got["losses"][name]
+                one["jax_compile_s"] = got["jax_compile_s"]
+                one["ours_kernels"] = got["kernels"]["ours"]
+                if before:
+                    one["before_time_ratio"] = ratio(t["before"], t["jax"])
+                    one["outside_vs_before"] = (one["ours_outside_gemm_s"]
+                                                / one["before_outside_gemm_s"])
+                per_round.append(one)
+            row = {"solver": solver, "dtype": dtype, "rounds": per_round,
+                   # the goals: the worse of the rounds
+                   "time_ratio": max(r["time_ratio"] for r in per_round),
+                   "ours_kernels": per_round[0]["ours_kernels"]}
+            if before:
+                row["before_time_ratio"] = max(r["before_time_ratio"]
+                                               for r in per_round)
+                row["outside_vs_before"] = max(r["outside_vs_before"]
+                                               for r in per_round)
+            rows.append(row)
     n_steps = cfg.epochs * -(-cfg.n // cfg.batch)
     return {"available": True, "version": version, "steps": n_steps,
-            "repeats": repeats, "rows": rows}
+            "repeats": repeats, "rounds": rounds, "before": before,
+            "rows": rows}
 
 
 def format_jax(result):
     """The section's lines of run.py's table."""
     if not result.get("available"):
         return [f"(i) JAX: {result['reason']}"]
-    steps = result["steps"]
+    steps, before = result["steps"], result.get("before")
     lines = [
         f"(i) vs JAX {result['version']} (jit + lax.scan), separate processes, "
-        f"{steps} steps; ratio = our time / JAX's steady state (goal <= 1.0)",
-        "    outside = fit time - the step's two large GEMMs alone "
-        f"(per step in us); compile = JAX's first call",
-        f"| {'solver':6} | {'dtype':7} | {'ours s':>7} | {'JAX s':>7} "
-        f"| {'ratio':>5} | {'GEMM s ours/JAX':>15} "
-        f"| {'outside us ours/JAX':>19} | {'compile s':>9} "
-        f"| {'final loss ours/JAX':>19} |",
-        "|" + "|".join("-" * w for w in (8, 9, 9, 9, 7, 17, 21, 11, 21)) + "|",
+        f"{steps} steps, {result['rounds']} rounds of {result['repeats']} "
+        "repeats; ratio = our time / JAX's steady state (goal <= 1.0)",
+        "    outside = fit time - the step's two large GEMMs alone, per step "
+        "in us" + (f"; before = the package at {before}" if before else ""),
     ]
-    for r in result["rows"]:
-        gemm = f"{r['ours_gemm_s']:.3f}/{r['jax_gemm_s']:.3f}"
-        outside = (f"{r['ours_outside_gemm_s'] / steps * 1e6:.0f}/"
-                   f"{r['jax_outside_gemm_s'] / steps * 1e6:.0f}")
-        loss = f"{r['ours_final_loss']:.4f}/{r['jax_final_loss']:.4f}"
-        lines.append(
-            f"| {r['solver']:6} | {r['dtype']:7} | {r['ours_s']:7.3f} "
-            f"| {r['jax_s']:7.3f} | {r['time_ratio']:5.2f} | {gemm:>15} "
-            f"| {outside:>19} | {r['jax_compile_s']:9.2f} | {loss:>19} |")
+    head = ["solver", "dtype", "round", "ours s", "JAX s", "ratio",
+            "GEMM us ours/JAX", "outside us ours/JAX"]
+    widths = [6, 7, 5, 7, 7, 5, 16, 19]
+    if before:
+        head += ["before s", "ratio", "outside us", "outside/before"]
+        widths += [8, 5, 10, 14]
+    head += ["compile s", "kernels"]
+    widths += [9, 7]
+    lines.append("| " + " | ".join(f"{h:>{w}}" for h, w in zip(head, widths)) + " |")
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    us = 1e6 / steps
+    for row in result["rows"]:
+        for i, r in enumerate(row["rounds"]):
+            cells = [row["solver"], row["dtype"], i + 1, f"{r['ours_s']:.3f}",
+                     f"{r['jax_s']:.3f}", f"{r['time_ratio']:.2f}",
+                     f"{r['ours_gemm_s'] * us:.0f}/{r['jax_gemm_s'] * us:.0f}",
+                     f"{r['ours_outside_gemm_s'] * us:.0f}/"
+                     f"{r['jax_outside_gemm_s'] * us:.0f}"]
+            if before:
+                cells += [f"{r['before_s']:.3f}", f"{r['before_time_ratio']:.2f}",
+                          f"{r['before_outside_gemm_s'] * us:.0f}",
+                          f"{r['outside_vs_before']:.2f}"]
+            cells += [f"{r['jax_compile_s']:.2f}",
+                      {True: "yes", False: "no", None: "-"}[r["ours_kernels"]]]
+            lines.append("| " + " | ".join(f"{str(c):>{w}}" for c, w
+                                           in zip(cells, widths)) + " |")
     return lines
 
 
@@ -400,6 +493,9 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description="a worker of section (i)")
     p.add_argument("--worker", choices=("ours", "jax"), required=True)
     p.add_argument("--config", required=True)
+    p.add_argument("--package", help="a folder holding the sk_twolayer to time")
     args = p.parse_args()
     sys.path.insert(0, str(HERE.parent))  # run from a checkout
+    if args.package:
+        sys.path.insert(0, args.package)
     worker(args.worker, json.loads(args.config))
