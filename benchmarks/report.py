@@ -30,7 +30,7 @@ ROOT = HERE.parent
 RESULTS = HERE / "results.json"
 PAGES = ["README.md", "benchmarks/README.md", "docs/benchmarks.rst",
          "docs/scaling_out.rst", "docs/scaling_out_design.rst",
-         "docs/user_guide/accelerators.rst"]
+         "docs/user_guide/accelerators.rst", "docs/user_guide/solvers.rst"]
 
 MARKERS = {
     "md": (re.compile(r"^<!-- results: ([\w-]+) -->\n(.*?)^<!-- /results -->$",
