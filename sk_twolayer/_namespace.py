@@ -19,13 +19,12 @@ In-place operators (``A += b``, ``A *= s``) are part of the standard, so the
 shared code uses them directly on arrays it owns.
 
 On numpy, :meth:`NumpyOps.chunked` also runs an elementwise kernel over a
-long vector in chunks spread over a few persistent threads (:class:`Helpers`):
-numpy releases the GIL in its loops, so the passes of an update rule run on
-every core that the matrix products use.
+long vector chunk by chunk, so that the passes of an update rule over one
+chunk find it in cache. (On threads too, it ran slower inside a fit: a
+helper thread shares its core with the BLAS thread that still spins after
+the step's matrix products.)
 """
 
-import os
-import queue
 import threading
 
 import numpy as np
@@ -39,122 +38,6 @@ import scipy.sparse as sp
 CHUNK_BYTES = 512 * 1024
 
 
-class Helpers:
-    """A few persistent threads that share elementwise work with the caller.
-
-    :meth:`run` hands job ``i`` (``i >= 1``) to helper thread ``i - 1``, runs
-    job 0 on the calling thread and waits for all; :meth:`start` hands one job
-    to a helper and returns at once. Threads are started on first use and
-    kept (a thread per job would cost more than the work of a minibatch
-    step); they are daemons and are forgotten in a forked child. A caller
-    that finds the helpers busy (another thread's fit) runs its jobs itself.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._inboxes = []
-        self._controller = None
-        os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self):
-        self._lock = threading.Lock()
-        self._inboxes = []
-
-    def _inbox(self, i):
-        while len(self._inboxes) <= i:
-            inbox = queue.SimpleQueue()
-            threading.Thread(target=self._serve, args=(inbox,), daemon=True,
-                             name=f"sk_twolayer-helper-{len(self._inboxes)}").start()
-            self._inboxes.append(inbox)
-        return self._inboxes[i]
-
-    @staticmethod
-    def _serve(inbox):
-        while True:
-            func, args, outbox = inbox.get()
-            try:
-                outbox.put((True, func(*args)))
-            except BaseException as exc:  # handed to the caller
-                outbox.put((False, exc))
-
-    def n_threads(self):
-        """How many threads (the caller's included) a job may use now.
-
-        As many as the threads of numpy's BLAS (so that a limit set with
-        threadpoolctl, or by joblib in its workers, holds here too), at most
-        the CPUs this process may run on.
-        """
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - macOS, Windows
-            cpus = os.cpu_count() or 1
-        if cpus <= 1:
-            return 1
-        if self._controller is None:
-            from threadpoolctl import ThreadpoolController
-
-            self._controller = [lib for lib in ThreadpoolController().lib_controllers
-                                if lib.user_api == "blas"]
-        blas = [lib.num_threads for lib in self._controller]
-        return max(1, min([cpus, *blas]))
-
-    def run(self, func, jobs):
-        """``[func(*job) for job in jobs]``, the jobs on as many threads."""
-        if len(jobs) == 1 or not self._lock.acquire(blocking=False):
-            return [func(*job) for job in jobs]
-        try:
-            outboxes = []
-            for i, job in enumerate(jobs[1:]):
-                outbox = queue.SimpleQueue()
-                self._inbox(i).put((func, job, outbox))
-                outboxes.append(outbox)
-            results = [func(*jobs[0])]
-            error = None
-            for outbox in outboxes:  # wait for all, even after an error
-                ok, value = outbox.get()
-                results.append(value)
-                if not ok and error is None:
-                    error = value
-            if error is not None:
-                raise error
-            return results
-        finally:
-            self._lock.release()
-
-    def start(self, func, *args):
-        """Run ``func(*args)`` on a helper; the result's ``wait()`` returns
-        its value (or raises its error). Without a free helper the job runs
-        now, on the caller."""
-        outbox = queue.SimpleQueue()
-        if not self._lock.acquire(blocking=False):
-            try:
-                outbox.put((True, func(*args)))
-            except BaseException as exc:
-                outbox.put((False, exc))
-            return _Pending(outbox, None)
-        self._inbox(0).put((func, args, outbox))
-        return _Pending(outbox, self._lock)
-
-
-class _Pending:
-    """The result of :meth:`Helpers.start`."""
-
-    def __init__(self, outbox, lock):
-        self._outbox, self._lock = outbox, lock
-        self._done = None
-
-    def wait(self):
-        if self._done is None:
-            self._done = self._outbox.get()
-            if self._lock is not None:
-                self._lock.release()
-        ok, value = self._done
-        if not ok:
-            raise value
-        return value
-
-
-HELPERS = Helpers()
 
 
 class NumpyOps:
@@ -226,29 +109,26 @@ class NumpyOps:
         return a.dtype
 
     # ----------------------------------------------------- chunked kernels
-    def chunked(self, kernel, size, dtype, n_scratch=0, breaks=(), n_threads=None):
+    def chunked(self, kernel, size, dtype, n_scratch=0, breaks=()):
         """The sum of ``kernel(lo, hi, *scratch)`` over chunks of ``range(size)``.
 
         The chunks hold :data:`CHUNK_BYTES` of ``dtype`` each (fewer at the
         ends) and none straddles an index in ``breaks``. ``scratch`` are
-        ``n_scratch`` arrays of the chunk's length, owned by the thread that
-        runs the chunk. The chunks are dealt, as contiguous runs of about
-        equal length, to ``n_threads`` threads (by default
-        :meth:`Helpers.n_threads`): the caller and :data:`HELPERS`.
+        ``n_scratch`` arrays of the chunk's length, kept by the calling
+        thread across calls.
         """
         dtype = np.dtype(dtype)
         step = max(1024, CHUNK_BYTES // dtype.itemsize)
-        n_threads = HELPERS.n_threads() if n_threads is None else n_threads
-        n_threads = max(1, min(n_threads, -(-size // step)))
-        cuts = sorted({0, size, *(b for b in breaks if 0 < b < size),
-                       *(size * t // n_threads for t in range(1, n_threads))})
-        runs = [[] for _ in range(n_threads)]
+        cuts = sorted({0, size, *(b for b in breaks if 0 < b < size)})
+        scratch = _scratch(dtype, n_scratch, min(step, size))
+        total = 0.0
         for lo, hi in zip(cuts[:-1], cuts[1:]):
-            # this piece belongs to the thread whose share holds its start
-            owner = min(n_threads - 1, lo * n_threads // size)
-            runs[owner].extend((a, min(a + step, hi)) for a in range(lo, hi, step))
-        jobs = [(kernel, run, dtype, n_scratch, min(step, size)) for run in runs if run]
-        return sum(HELPERS.run(_run_chunks, jobs))
+            for a in range(lo, hi, step):
+                b = min(a + step, hi)
+                value = kernel(a, b, *(buf[:b - a] for buf in scratch))
+                if value is not None:
+                    total += value
+        return total
 
     # ---------------------------------------------------------- elementwise
     def exp(self, a, out=None):
@@ -470,18 +350,6 @@ class TorchOps(ArrayAPIOps):
         # One number for all: scatter_'s scalar form (its reduce argument is
         # deprecated only with a tensor source).
         return ST.scatter_(0, where, -float(values), reduce="add")
-
-
-def _run_chunks(kernel, chunks, dtype, n_scratch, length):
-    """One thread's share of :meth:`NumpyOps.chunked`."""
-    scratch = _scratch(dtype, n_scratch, length)
-    total = 0.0
-    for lo, hi in chunks:
-        k = hi - lo
-        value = kernel(lo, hi, *(buf[:k] for buf in scratch))
-        if value is not None:
-            total += value
-    return total
 
 
 _SCRATCH = threading.local()

@@ -375,14 +375,12 @@ class Adam(_UpdateRule):
             # the penalty at the new theta, while the chunk is in cache
             return float(np.einsum("i,i", th, th)) if lo < size else None
 
-        # One thread: inside a fit, a helper thread shares its core with
-        # the BLAS thread that still spins after the step's matrix products,
-        # and the fits ran slower (5 epochs at N=20,000, H=256 on 2 cores:
-        # float32 2.42 s on one thread against 2.54-2.66 s on two; float64
-        # 4.21-4.33 s against 4.30-4.42 s), though the update alone runs
-        # faster on two.
+        # (On one thread: on two, the fits ran slower, 5 epochs at
+        # N=20,000, H=256 on 2 cores: float32 2.42 s on one thread against
+        # 2.54-2.66 s on two; float64 4.21-4.33 s against 4.30-4.42 s,
+        # though the update alone runs faster on two. See _namespace.)
         self._penalty_at = (penalty, reg * self._ops.chunked(
-            update, theta.shape[0], theta.dtype, 1, breaks=(size,), n_threads=1))
+            update, theta.shape[0], theta.dtype, 1, breaks=(size,)))
 
     def _device_step(self, penalty, grad, lr):
         """The same update with whole-array operations, off numpy."""

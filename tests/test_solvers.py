@@ -273,16 +273,9 @@ def _plain_adam(theta, grads, lr, b1, b2, eps, reg, size):
     return theta
 
 
-@pytest.fixture(params=[1, 3], ids=["1 thread", "3 threads"])
-def n_threads(request, monkeypatch):
-    """Run the numpy updates' chunks on this many threads."""
-    monkeypatch.setattr(_namespace.HELPERS, "n_threads", lambda: request.param)
-    return request.param
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("rule", ["sgd", "sgd classical", "adam"])
-def test_update_rules_match_plain_code_over_many_chunks(rule, dtype, n_threads):
+def test_update_rules_match_plain_code_over_many_chunks(rule, dtype):
     # A vector of several chunks whose penalized prefix ends inside one, over
     # steps enough for the momentum to matter; against float64 plain code.
     chunk = _namespace.CHUNK_BYTES // np.dtype(dtype).itemsize
@@ -308,7 +301,7 @@ def test_update_rules_match_plain_code_over_many_chunks(rule, dtype, n_threads):
 @pytest.mark.parametrize("make", [lambda: _solvers.SGD(0.1, momentum=0.9),
                                   lambda: _solvers.Adam(0.1)])
 def test_penalty_from_the_update_pass_is_the_penalty_at_the_new_weights(
-        make, n_threads):
+        make):
     chunk = _namespace.CHUNK_BYTES // 8
     rng = np.random.RandomState(0)
     theta0 = rng.normal(size=2 * chunk + 5)
@@ -330,9 +323,8 @@ def test_penalty_from_the_update_pass_is_the_penalty_at_the_new_weights(
     optimizer.finish()
 
 
-@pytest.mark.parametrize("size", [1, 1000, 70_000])
-@pytest.mark.parametrize("threads", [1, 2, 5])
-def test_chunked_covers_every_index_once_and_sums_the_kernel(size, threads):
+@pytest.mark.parametrize("size", [1, 1000, 70_000, 200_000])
+def test_chunked_covers_every_index_once_and_sums_the_kernel(size):
     breaks = (0, size // 3, size // 3, size - 1, size + 10)
     seen = np.zeros(size, dtype=int)
     straddles = []
@@ -343,23 +335,7 @@ def test_chunked_covers_every_index_once_and_sums_the_kernel(size, threads):
         straddles.extend(b for b in breaks if lo < b < hi)
         return float(hi - lo)
 
-    total = _namespace.NUMPY.chunked(kernel, size, np.float32, 1, breaks=breaks,
-                                     n_threads=threads)
+    total = _namespace.NUMPY.chunked(kernel, size, np.float32, 1, breaks=breaks)
     assert total == size
     np.testing.assert_array_equal(seen, 1)
     assert straddles == []  # no chunk crosses a break
-
-
-def test_helpers_hand_back_an_error_and_keep_working():
-    def job(i):
-        if i == 2:
-            raise KeyError("job 2")
-        return i * 10
-
-    with pytest.raises(KeyError, match="job 2"):
-        _namespace.HELPERS.run(job, [(0,), (1,), (2,)])
-    assert _namespace.HELPERS.run(job, [(0,), (1,), (3,)]) == [0, 10, 30]
-    pending = _namespace.HELPERS.start(job, 2)
-    with pytest.raises(KeyError, match="job 2"):
-        pending.wait()
-    assert _namespace.HELPERS.start(job, 4).wait() == 40
