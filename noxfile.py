@@ -10,8 +10,8 @@ dists      build the sdist and the wheel, and check them (twine check
            --strict, the LICENSE, every module);
 oldest     the wheel's tests on the oldest supported stack: Python 3.10,
            .ci/oldest.txt (checked against pyproject.toml's floors);
-newest     the wheel's tests on Python 3.13 with the newest releases and
-           array-api-strict;
+newest     the wheel's tests on Python 3.13 with the newest releases,
+           array-api-strict and the fast extra (numba);
 midrange   the wheel's Dask tests on Python 3.12 with a Dask release from
            the middle of the supported range (.ci/midrange.txt);
 array_api  the array-API tests with PyTorch's CPU build and array-api-strict
@@ -185,11 +185,11 @@ def run_tests_on_the_wheel(session, *, check_args, pytest_args=(), tests=None):
         junit_checked(session, junit, "--installed", *check_args)
 
 
-def install_the_wheel(session, *requirements):
-    """The wheel with its test extra, wheels only (CI never compiles a
-    dependency; a release without a wheel for this Python fails the install
-    instead of building for minutes)."""
-    session.install("--only-binary=:all:", f"{built_wheel(session)}[test]",
+def install_the_wheel(session, *requirements, extras="test"):
+    """The wheel with its test extra (or ``extras``), wheels only (CI never
+    compiles a dependency; a release without a wheel for this Python fails
+    the install instead of building for minutes)."""
+    session.install("--only-binary=:all:", f"{built_wheel(session)}[{extras}]",
                     *requirements)
     session.run("python", "-c", KEY_VERSIONS)
 
@@ -305,13 +305,15 @@ def oldest(session):
              allow_parallel=True)
 def newest(session):
     """The wheel's tests on the newest releases, with array-api-strict,
-    whose tests must run (and so must the data-parallel Dask tests)."""
-    install_the_wheel(session, "array-api-strict>=2.3")
+    whose tests must run (and so must the data-parallel Dask tests), and
+    with the fast extra, whose compiled kernels' tests must run too."""
+    install_the_wheel(session, "array-api-strict>=2.3", extras="test,fast")
     run_tests_on_the_wheel(
         session,
         check_args=[*NO_TORCH,
                     "--require", "array_namespace=array_api_strict",
-                    "--require", "test_dask_parallel::"],
+                    "--require", "test_dask_parallel::",
+                    "--require", "test_fast::test_compiled_update_rules"],
         pytest_args=["-k", WORKER_KILLING_TESTS])
 
 

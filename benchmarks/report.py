@@ -30,7 +30,7 @@ ROOT = HERE.parent
 RESULTS = HERE / "results.json"
 PAGES = ["README.md", "benchmarks/README.md", "docs/benchmarks.rst",
          "docs/scaling_out.rst", "docs/scaling_out_design.rst",
-         "docs/user_guide/accelerators.rst"]
+         "docs/user_guide/accelerators.rst", "docs/user_guide/solvers.rst"]
 
 MARKERS = {
     "md": (re.compile(r"^<!-- results: ([\w-]+) -->\n(.*?)^<!-- /results -->$",
@@ -188,10 +188,23 @@ GOALS = [
      "(batch 200) at least as fast as a plain PyTorch loop"),
     ("device SGD 1 epoch, batch 2048 speedup_vs_torch", "on a GPU: the same, "
      "batch 2048"),
+    ("time_vs_jax sgd float32", "SGD with Nesterov momentum, 5 epochs at batch "
+     "200, float32: at most 1.0x the time of a jitted JAX loop (steady state)"),
+    ("time_vs_jax sgd float64", "the same, float64"),
+    ("time_vs_jax adam float32", "Adam, 5 epochs at batch 200, float32: at most "
+     "1.0x the time of a jitted JAX loop (steady state)"),
+    ("time_vs_jax adam float64", "the same, float64"),
+    ("outside_gemm_vs_before sgd float32", "SGD, float32: the step's time outside "
+     "its two large GEMMs at most half of that at 8c204ab (issue 29)"),
+    ("outside_gemm_vs_before sgd float64", "the same, float64"),
+    ("outside_gemm_vs_before adam float32", "Adam, float32: the step's time "
+     "outside its two large GEMMs at most half of that at 8c204ab"),
+    ("outside_gemm_vs_before adam float64", "the same, float64"),
 ]
 GOAL_SECTIONS = {"loss_and": "roofline", "sgd_epoc": "roofline",
                  "speedup_": "vs_mlp", "memory_r": "memory",
-                 "dask_cost": "dask_cost", "dask_": "dask"}
+                 "dask_cost": "dask_cost", "dask_": "dask",
+                 "time_vs_jax": "jax", "outside_gemm": "jax"}
 
 
 def _goal_section(key):
@@ -533,6 +546,40 @@ def dask_cost_model(results, fmt):
                    f"{mib:.1f} / {spark[1000]['driver_in'] * mib:.0f}"],
               ], fmt)]
     return "\n".join(lines)
+def jax(results, fmt):
+    """Section (i) as a table: each round's ratios and the time outside the
+    two large GEMMs per step, before and after, for the solvers page."""
+    r = results["jax"]
+    steps, before = r["steps"], r.get("before")
+    us = 1e6 / steps
+    rows = []
+    for row in r["rows"]:
+        for i, one in enumerate(row["rounds"]):
+            cells = [f"{row['solver']}, {row['dtype']}", str(i + 1),
+                     f"{one['time_ratio']:.2f}"]
+            if before:
+                cells.append(f"{one['before_time_ratio']:.2f}")
+            cells.append(f"{one['ours_outside_gemm_s'] * us:.0f}")
+            if before:
+                cells += [f"{one['before_outside_gemm_s'] * us:.0f}",
+                          f"{one['outside_vs_before']:.2f}"]
+            cells.append(f"{one['jax_outside_gemm_s'] * us:.0f}")
+            rows.append(cells)
+    header = ["solver, dtype", "run", "time / JAX's"]
+    if before:
+        header.append(f"at {before}: time / JAX's")
+    header.append("outside the GEMMs, µs per step")
+    if before:
+        header += [f"at {before}", "ratio"]
+    header.append("JAX, outside the GEMMs")
+    return "\n".join([
+        f"{steps} steps ({results['runs']['jax']['config']['epochs']} epochs of "
+        f"N={results['runs']['jax']['config']['n']:,} rows at batch "
+        f"{results['runs']['jax']['config']['batch']}), each side in its own "
+        f"process, {r['rounds']} runs of new processes with {r['repeats']} "
+        f"alternating repeats each; JAX {r['version']}. "
+        + stamp(results, "jax", fmt, ("numpy", "scipy", "jax", "numba")),
+        "", table(header, rows, fmt)])
 
 
 def device(results, fmt):
@@ -543,8 +590,8 @@ def device(results, fmt):
 
 SECTIONS = [("(a)", "roofline"), ("(b)", "vs_mlp"), ("(c)", "memory"),
             ("(d)", "torch"), ("(e)", "predict"), ("(f)", "device"),
-            ("(g)", "dask"), ("(h)", "dask_scale"), ("(j)", "dask_cost"),
-            ("exactness.py", "exactness")]
+            ("(g)", "dask"), ("(h)", "dask_scale"), ("(i)", "jax"),
+            ("(j)", "dask_cost"), ("exactness.py", "exactness")]
 
 
 def run_times(results, fmt):
@@ -574,9 +621,10 @@ FRAGMENTS = {
     "dask-scale": dask_scale,
     "dask-cost-model": dask_cost_model,
     "device": device,
+    "jax": jax,
     **{f"section-{key}": section(key) for key in
        ("roofline", "vs_mlp", "memory", "torch", "predict", "device", "dask",
-        "dask_scale", "dask_cost", "exactness")},
+        "dask_scale", "jax", "dask_cost", "exactness")},
 }
 
 

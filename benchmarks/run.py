@@ -29,6 +29,11 @@ Measures, in one process and on the same data:
 (h) with ``--only dask_scale``: data-parallel L-BFGS at cluster scale, the
     time per iteration of a wide model on 1 to 24 workers for each fan-in
     of the reduction tree (not part of the default run);
+(i) the minibatch solvers (SGD with Nesterov momentum, Adam) against a
+    jitted JAX loop (``jax.jit`` and ``lax.scan``), each in its own process,
+    with each side's time outside the step's two large GEMMs, and with
+    ``--jax-before REF`` our solvers as they were at git commit ``REF`` (see
+    ``benchmarks/bench_jax.py``; skipped when jax is not installed).
 (j) with ``--only dask_cost``: what one evaluation of the data-parallel fit
     costs the cluster, the scheduler in its own process, on 1 to 64 worker
     processes: scheduler and client CPU, tasks, messages, bytes through
@@ -47,6 +52,7 @@ Usage::
     python benchmarks/run.py --only predict   # prediction latency alone
     python benchmarks/run.py --only device --device cuda  # on a GPU
     python benchmarks/run.py --only dask      # section (g) alone
+    python benchmarks/run.py --only jax --jax-before 8c204ab  # section (i)
     python benchmarks/run.py --only dask_scale  # section (h) alone
     python benchmarks/run.py --only dask_cost   # section (j) alone
 
@@ -135,6 +141,18 @@ def bench_dask_scale(cfg):
     return _dask_module().bench_dask_scale(cfg)
 
 
+def _jax_module():
+    """benchmarks/bench_jax.py, section (i)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_jax
+
+    return bench_jax
+
+
+def bench_jax(cfg):
+    return _jax_module().bench_jax(cfg, _ratio)
+
+
 def _dask_cost_module():
     """benchmarks/bench_dask_cost.py, section (j)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -163,6 +181,10 @@ TARGETS = {
     "dask_one_worker_vs_memory": 1.10,
     "dask_two_workers_vs_one": 1.6,
     "dask_speedup_vs_spark": 3.0,
+    # issue 29: our minibatch fit's time over a jitted JAX loop's, and the
+    # step's time outside its two large GEMMs over that of 8c204ab
+    "time_vs_jax": 1.0,
+    "outside_gemm_vs_before": 0.5,
     # issue 27: the scheduler's work per evaluation (section j)
     "dask_cost_scheduler_mib_16": 2.0,
     "dask_cost_scheduler_cpu_ms_2": 10.0,
@@ -739,7 +761,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 # Packages whose versions make a run what it is, where installed.
 VERSIONED = ("sk-twolayer", "numpy", "scipy", "scikit-learn", "threadpoolctl",
              "pandas", "dask", "distributed", "pyarrow", "torch", "pyspark",
-             "onnxruntime", "skl2onnx", "skorch")
+             "onnxruntime", "skl2onnx", "skorch", "numba", "jax", "jaxlib")
 
 
 def versions():
@@ -860,6 +882,16 @@ def targets(results):
         if dask["spark"].get("available"):
             met["dask_speedup_vs_spark"] = {"value": dask["spark"]["speedup"],
                                             "target": TARGETS["dask_speedup_vs_spark"]}
+    jax = results.get("jax") or {}
+    for row in jax.get("rows", []):
+        met[f"time_vs_jax {row['solver']} {row['dtype']}"] = {
+            "value": row["time_ratio"], "target": TARGETS["time_vs_jax"],
+            "lower_is_better": True}
+        if "outside_vs_before" in row:
+            met[f"outside_gemm_vs_before {row['solver']} {row['dtype']}"] = {
+                "value": row["outside_vs_before"],
+                "target": TARGETS["outside_gemm_vs_before"],
+                "lower_is_better": True}
     cost = results.get("dask_cost") or {}
     if cost.get("available"):
         rows = {row["workers"]: row for row in cost["table"]}
@@ -1015,6 +1047,10 @@ def format_table(results):
         lines.append("")
         lines.extend(_dask_module().format_dask(results["dask"]))
         lines.extend(_measured(results, "dask")[:1])
+    if results.get("jax"):
+        lines.append("")
+        lines.extend(_jax_module().format_jax(results["jax"]))
+        lines.extend(_measured(results, "jax"))
     if "dask_cost" in results:
         lines.append("")
         lines.extend(_dask_cost_module().format_dask_cost(results["dask_cost"]))
@@ -1073,6 +1109,10 @@ def parse_args(argv=None):
                    help="numbers of workers of section (h)")
     p.add_argument("--scale-fan-ins", default="2,4,8,64",
                    help="fan-ins of the reduction tree in section (h)")
+    p.add_argument("--jax-before", metavar="REF",
+                   help="section (i) also times our solvers at this git commit")
+    p.add_argument("--jax-rounds", type=int, default=2,
+                   help="rounds of new processes in section (i)")
     p.add_argument("--cost-workers", default="1,2,4,8,16,32,64",
                    help="numbers of workers of section (j)")
     p.add_argument("--cost-rows", type=int, default=20,
@@ -1080,7 +1120,7 @@ def parse_args(argv=None):
     p.add_argument("--cost-compare", type=int, default=8,
                    help="in section (j), up to this many workers, measure the "
                         "star and the tree side by side")
-    p.add_argument("--only", default="roofline,mlp,memory,torch,predict,dask",
+    p.add_argument("--only", default="roofline,mlp,memory,torch,predict,dask,jax",
                    help="comma-separated sections to run (add 'device' for f, "
                         "'dask_scale' for h, 'dask_cost' for j)")
     p.add_argument("--json", default=None,
@@ -1099,6 +1139,7 @@ def parse_args(argv=None):
         args.device_n = 2000
         args.dask_n, args.dask_d, args.dask_hidden, args.dask_blocks = 2000, 10, 8, 4
         args.scale_workers, args.scale_fan_ins = "1,2", "2"
+        args.jax_rounds = 1
         args.cost_workers, args.cost_compare = "1,2", 2
     if args.json is None and not args.quick:
         args.json = str(RESULTS)
@@ -1126,6 +1167,7 @@ def main(argv=None):
                 ("device", "device", bench_device),
                 ("dask", "dask", bench_dask),
                 ("dask_scale", "dask_scale", bench_dask_scale),
+                ("jax", "jax", bench_jax),
                 ("dask_cost", "dask_cost", bench_dask_cost)]
     for name, key, func in sections:
         if name in only:

@@ -374,12 +374,18 @@ class TwoLayerLoss:
         return loss + self.penalty.value(theta, self.ops), grad
 
     def data_loss_gradient(self, theta, X, y, sample_weight=None, grad=None,
-                           weight_sum=None):
+                           weight_sum=None, kernels=None):
         """The weighted mean log loss and its gradient, without the penalty.
 
         Same parameters and returns as :meth:`loss_gradient`. Off numpy,
         ``grad`` is ignored and a new gradient is returned, and the loss is
         a 0-d array on the device: nothing is read back to the host.
+
+        ``kernels`` (from :func:`sk_twolayer._fast.for_minibatches`, which
+        the minibatch solvers pass) runs what lies between the two large
+        products of a ReLU network in one compiled pass
+        (:func:`sk_twolayer._fast.head`); the result is the same to
+        rounding.
 
         ``weight_sum`` is the denominator of the weighted mean: by default
         the sum of ``sample_weight`` (N without weights). Rows that are one
@@ -421,6 +427,11 @@ class TwoLayerLoss:
         if ops.is_numpy:
             inv_weight_sum = layout.dtype.type(inv_weight_sum)
         data_loss = None
+        if kernels is not None and self.activation == "relu" and ops.is_numpy:
+            block = self._fused_block
+            y = y if y.dtype == np.intp else y.astype(np.intp)
+        else:
+            block = self._block
         # The first block writes the gradient, later blocks add to it:
         # no zero-fill pass and no per-call temporaries of theta's size.
         blocks = _row_blocks(N, self._rows_per_block(N))
@@ -431,8 +442,8 @@ class TwoLayerLoss:
                 Xb = X[rows] if ops.is_numpy else X[rows, ...]
                 yb = y[rows]
                 swb = None if sample_weight is None else sample_weight[rows]
-            block_loss = self._block(Xb, yb, swb, inv_weight_sum, W1, W2, b1, b2,
-                                     sink, accumulate=i > 0)
+            block_loss = block(Xb, yb, swb, inv_weight_sum, W1, W2, b1, b2,
+                               sink, accumulate=i > 0, kernels=kernels)
             data_loss = block_loss if i == 0 else data_loss + block_loss
         if ops.is_numpy:
             return data_loss / weight_sum, sink.flat()
@@ -445,8 +456,26 @@ class TwoLayerLoss:
             rows = self._buffers["rows"] = np.arange(n)
         return rows[:n]
 
+    def _fused_block(self, Xb, yb, swb, inv_weight_sum, W1, W2, b1, b2, sink,
+                     accumulate=False, kernels=None):
+        """:meth:`_block` for the ReLU network on numpy, with the compiled
+        :func:`sk_twolayer._fast.head` between the two large products."""
+        n = Xb.shape[0]
+        D, H, C = self.layout.n_features, self.layout.n_hidden, self.layout.n_classes
+        A = self.ops.matmul(Xb, W1, out=self._buffer("A", n, H))
+        _, gW2, gb1, gb2 = sink.views
+        swb = (self._buffer("no_weights", 0) if swb is None
+               else swb.astype(A.dtype, copy=False))
+        block_loss = kernels.head(
+            A, b1, W2, b2, yb, swb, float(inv_weight_sum),
+            self._buffer("W2T", C, H), self._buffer("gW2T", C, H),
+            self._buffer("h", H), self._buffer("s", C), gW2, gb1, gb2, accumulate)
+        # A now holds dL/dA: dW1 = X^T dA (D, H)
+        sink.add(0, Xb.T, A, accumulate, self._buffer("gW1", D, H))
+        return block_loss
+
     def _block(self, Xb, yb, swb, inv_weight_sum, W1, W2, b1, b2, sink,
-               accumulate=False):
+               accumulate=False, kernels=None):
         """Forward and backward pass over one block of rows.
 
         Writes the gradient of the block into ``sink`` (adds to it when

@@ -17,10 +17,27 @@ primitive takes an optional ``out`` buffer and returns its result:
 
 In-place operators (``A += b``, ``A *= s``) are part of the standard, so the
 shared code uses them directly on arrays it owns.
+
+On numpy, :meth:`NumpyOps.chunked` also runs an elementwise kernel over a
+long vector chunk by chunk, so that the passes of an update rule over one
+chunk find it in cache. (On threads too, it ran slower inside a fit: a
+helper thread shares its core with the BLAS thread that still spins after
+the step's matrix products.)
 """
+
+import threading
 
 import numpy as np
 import scipy.sparse as sp
+
+# Bytes of one vector's chunk in NumpyOps.chunked. Large, so that numpy's
+# per-call overhead and the threads' hand-offs of the GIL stay small against
+# the work: on 2 cores, Adam's update over 200k parameters ran 1.5-2x slower
+# in chunks of 32 KiB (which stay in L2 through all the passes) than in
+# chunks of 512 KiB.
+CHUNK_BYTES = 512 * 1024
+
+
 
 
 class NumpyOps:
@@ -90,6 +107,28 @@ class NumpyOps:
 
     def numpy_dtype(self, a):
         return a.dtype
+
+    # ----------------------------------------------------- chunked kernels
+    def chunked(self, kernel, size, dtype, n_scratch=0, breaks=()):
+        """The sum of ``kernel(lo, hi, *scratch)`` over chunks of ``range(size)``.
+
+        The chunks hold :data:`CHUNK_BYTES` of ``dtype`` each (fewer at the
+        ends) and none straddles an index in ``breaks``. ``scratch`` are
+        ``n_scratch`` arrays of the chunk's length, kept by the calling
+        thread across calls.
+        """
+        dtype = np.dtype(dtype)
+        step = max(1024, CHUNK_BYTES // dtype.itemsize)
+        cuts = sorted({0, size, *(b for b in breaks if 0 < b < size)})
+        scratch = _scratch(dtype, n_scratch, min(step, size))
+        total = 0.0
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            for a in range(lo, hi, step):
+                b = min(a + step, hi)
+                value = kernel(a, b, *(buf[:b - a] for buf in scratch))
+                if value is not None:
+                    total += value
+        return total
 
     # ---------------------------------------------------------- elementwise
     def exp(self, a, out=None):
@@ -311,6 +350,21 @@ class TorchOps(ArrayAPIOps):
         # One number for all: scatter_'s scalar form (its reduce argument is
         # deprecated only with a tensor source).
         return ST.scatter_(0, where, -float(values), reduce="add")
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(dtype, count, length):
+    """``count`` arrays of ``length`` kept by the calling thread."""
+    kept = getattr(_SCRATCH, "arrays", None)
+    if kept is None:
+        kept = _SCRATCH.arrays = {}
+    arrays = kept.get(dtype)
+    if arrays is None or len(arrays) < count or arrays[0].shape[0] < length:
+        arrays = kept[dtype] = [np.empty(length, dtype=dtype)
+                                for _ in range(max(count, len(arrays or ())))]
+    return arrays[:count]
 
 
 NUMPY = NumpyOps()

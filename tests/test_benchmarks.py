@@ -13,11 +13,11 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 
-def _run(tmp_path, sections):
+def _run(tmp_path, sections, *more):
     out = tmp_path / "results.json"
     subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--only", sections,
-         "--json", str(out)],
+         "--json", str(out), *more],
         check=True, capture_output=True, text=True, cwd=SCRIPT.parents[1],
         timeout=600,
     )
@@ -207,3 +207,39 @@ def test_benchmark_dask_cost_section(tmp_path, monkeypatch):
     fitted = cost_model(j)
     assert fitted["fitted_on"] == [1, 2]
     assert set(fitted["predictions"]["scheduler_cpu_ms"]) == {"100", "1000"}
+def _in_git_checkout():
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=SCRIPT.parent,
+                              capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def test_benchmark_jax_section(tmp_path):
+    pytest.importorskip("jax")
+    # With a git checkout, the section also times the package at a commit.
+    before = ["--jax-before", "HEAD"] if _in_git_checkout() else []
+    results = _run(tmp_path, "jax", *before)
+    jax = results["jax"]
+    assert jax["available"] and jax["rounds"] == 1
+    assert {(r["solver"], r["dtype"]) for r in jax["rows"]} == {
+        (s, d) for s in ("sgd", "adam") for d in ("float32", "float64")}
+    sides = ("ours", "jax", "before") if before else ("ours", "jax")
+    for row in jax["rows"]:
+        (one,) = row["rounds"]
+        assert row["time_ratio"] == one["time_ratio"]
+        for side in sides:
+            assert {f"{side}_s", f"{side}_gemm_s", f"{side}_outside_gemm_s",
+                    f"{side}_final_loss"} <= set(one)
+        # The same update rule from the same start on the same rows: the
+        # loops reach the same loss (a property of the contenders, not a
+        # time), ours before and after included.
+        for side in sides[1:]:
+            assert one["ours_final_loss"] == pytest.approx(one[f"{side}_final_loss"],
+                                                           rel=1e-3)
+        # tiny sizes: too little work for the compiled kernels
+        assert one["ours_kernels"] in (False, None)
+    assert "(i) vs JAX" in results["table"]
+    goals = {k for k in results["targets"] if k.startswith(("time_vs_jax",
+                                                             "outside_gemm"))}
+    assert len(goals) == (8 if before else 4)

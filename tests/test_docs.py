@@ -150,6 +150,8 @@ NOT_MEASURED = {
     "1e-15": "bound on the float64 ONNX difference (tests)",
     "0.9": "momentum",
     "0.01": "learning rate",
+    "0.02": "the sgd solver's default learning_rate_init",
+    "0.002": "the adam solver's default learning_rate_init",
     "0.1": "a parameter value in a snippet or the text",
     "0.2": "validation_fraction in an example",
     "0.5": "a goal: half the GEMM rate",

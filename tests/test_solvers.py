@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from sk_twolayer import _solvers
+from sk_twolayer import _namespace, _solvers
 from sk_twolayer._loss import L2Penalty
 
 
@@ -246,3 +246,96 @@ def test_shuffle_false_visits_rows_in_order():
                         shuffle=False, stopper=_solvers.Stopper(1.0, 0),
                         warn_on_max_iter=False)
     assert order[:10] == list(range(10))
+
+
+# ------------------------------------------- update rules against plain code
+def _plain_sgd(theta, grads, lr, mu, nesterov, reg, size):
+    """SGD with momentum and L2 on ``theta[:size]``, written out plainly."""
+    theta, v = theta.astype(np.float64), np.zeros(theta.shape)
+    for g in grads:
+        g = g + 2 * reg * np.r_[theta[:size], np.zeros(theta.size - size)]
+        v = mu * v - lr * g
+        theta = theta + (mu * v - lr * g if nesterov else v)
+    return theta
+
+
+def _plain_adam(theta, grads, lr, b1, b2, eps, reg, size):
+    """Adam with bias correction and L2 on ``theta[:size]``, written out plainly."""
+    theta = theta.astype(np.float64)
+    m, v = np.zeros(theta.shape), np.zeros(theta.shape)
+    for t, g in enumerate(grads, start=1):
+        g = g + 2 * reg * np.r_[theta[:size], np.zeros(theta.size - size)]
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        # the bias-corrected step, with epsilon scaled as in the fused form
+        theta = theta - lr * m_hat / (np.sqrt(v_hat) + eps / np.sqrt(1 - b2 ** t))
+    return theta
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rule", ["sgd", "sgd classical", "adam"])
+def test_update_rules_match_plain_code_over_many_chunks(rule, dtype):
+    # A vector of several chunks whose penalized prefix ends inside one, over
+    # steps enough for the momentum to matter; against float64 plain code.
+    chunk = _namespace.CHUNK_BYTES // np.dtype(dtype).itemsize
+    n, size, reg = 3 * chunk + 1001, 2 * chunk + 77, 0.05
+    rng = np.random.RandomState(0)
+    theta0 = rng.normal(size=n).astype(dtype)
+    grads = rng.normal(size=(6, n)).astype(dtype)
+    penalty = L2Penalty(reg, size)
+    if rule == "adam":
+        make = lambda: _solvers.Adam(0.01)  # noqa: E731
+        expected = _plain_adam(theta0, grads, 0.01, 0.9, 0.999, 1e-8, reg, size)
+    else:
+        nesterov = rule == "sgd"
+        make = lambda: _solvers.SGD(0.01, momentum=0.9, nesterov=nesterov)  # noqa: E731
+        expected = _plain_sgd(theta0, grads, 0.01, 0.9, nesterov, reg, size)
+    got = _steps(make(), theta0, grads, penalty)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, expected,
+                               rtol=2e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("make", [lambda: _solvers.SGD(0.1, momentum=0.9),
+                                  lambda: _solvers.Adam(0.1)])
+def test_penalty_from_the_update_pass_is_the_penalty_at_the_new_weights(
+        make):
+    chunk = _namespace.CHUNK_BYTES // 8
+    rng = np.random.RandomState(0)
+    theta0 = rng.normal(size=2 * chunk + 5)
+    penalty = L2Penalty(0.3, chunk + 3)
+    optimizer = make()
+    optimizer.start(theta0)
+    # before any step there is nothing kept: it is evaluated
+    assert optimizer.penalty_value(penalty) == pytest.approx(
+        penalty.value(theta0), rel=1e-12)
+    for _ in range(3):
+        optimizer.grad[...] = rng.normal(size=theta0.size)
+        optimizer.step(penalty)
+        assert optimizer.penalty_value(penalty) == pytest.approx(
+            penalty.value(optimizer.theta), rel=1e-12)
+    # another penalty object is evaluated afresh, not given the kept value
+    other = L2Penalty(1.0, 10)
+    assert optimizer.penalty_value(other) == pytest.approx(
+        other.value(optimizer.theta), rel=1e-12)
+    optimizer.finish()
+
+
+@pytest.mark.parametrize("size", [1, 1000, 70_000, 200_000])
+def test_chunked_covers_every_index_once_and_sums_the_kernel(size):
+    breaks = (0, size // 3, size // 3, size - 1, size + 10)
+    seen = np.zeros(size, dtype=int)
+    straddles = []
+
+    def kernel(lo, hi, scratch):
+        assert scratch.shape == (hi - lo,) and scratch.dtype == np.float32
+        seen[lo:hi] += 1
+        straddles.extend(b for b in breaks if lo < b < hi)
+        return float(hi - lo)
+
+    total = _namespace.NUMPY.chunked(kernel, size, np.float32, 1, breaks=breaks)
+    assert total == size
+    np.testing.assert_array_equal(seen, 1)
+    assert straddles == []  # no chunk crosses a break
