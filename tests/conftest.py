@@ -6,6 +6,27 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import pytest  # noqa: E402
 
+# The slow tier: tests that need minutes (worker kills at every kill point,
+# clusters of many workers, the benchmark scripts end to end, the fault
+# campaign). Marked ``@pytest.mark.slow`` and skipped unless pytest is given
+# ``--runslow``, as Dask's own suite does; CI runs them in sessions of their
+# own (noxfile.py). Each property they assert is also asserted by a test of
+# the default tier at a tiny size, wherever that is possible.
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run the tests marked slow (minutes)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: runs with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
 
 @pytest.fixture
 def iteration_callback():
