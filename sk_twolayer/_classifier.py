@@ -451,8 +451,8 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
     >>> from sklearn.preprocessing import StandardScaler
     >>> from sk_twolayer import TwoLayerSoftmaxClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = make_pipeline(StandardScaler(),
-    ...                     TwoLayerSoftmaxClassifier(random_state=0)).fit(X, y)
+    >>> clf = make_pipeline(StandardScaler(), TwoLayerSoftmaxClassifier(
+    ...     reg=1e-3, random_state=0)).fit(X, y)
     >>> clf.predict(X[:3])
     array([0, 0, 0])
     >>> clf.score(X, y) > 0.95

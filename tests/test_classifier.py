@@ -87,7 +87,7 @@ def test_pipeline_grid_search_and_cross_validation():
 # ------------------------------------------------------------ output shapes
 def test_binary_outputs_follow_sklearn_conventions(binary):
     X, y = binary
-    clf = TwoLayerSoftmaxClassifier(random_state=0).fit(X, y)
+    clf = _fit_quietly(TwoLayerSoftmaxClassifier(random_state=0), X, y)
     proba = clf.predict_proba(X)
     assert proba.shape == (len(X), 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
@@ -103,7 +103,7 @@ def test_binary_outputs_follow_sklearn_conventions(binary):
 
 def test_multiclass_outputs(iris):
     X, y = iris
-    clf = TwoLayerSoftmaxClassifier(random_state=0).fit(X, y)
+    clf = _fit_quietly(TwoLayerSoftmaxClassifier(random_state=0), X, y)
     assert clf.decision_function(X).shape == (150, 3)
     assert clf.predict_proba(X).shape == (150, 3)
     assert [w.shape for w in clf.coefs_] == [(4, 100), (100, 3)]
@@ -216,7 +216,7 @@ def test_wrong_n_features_and_unfitted(iris):
     X, y = iris
     with pytest.raises(NotFittedError):
         TwoLayerSoftmaxClassifier().predict(X)
-    clf = TwoLayerSoftmaxClassifier(random_state=0).fit(X, y)
+    clf = _fit_quietly(TwoLayerSoftmaxClassifier(random_state=0), X, y)
     with pytest.raises(ValueError, match="X has 3 features"):
         clf.predict(X[:, :3])
 
@@ -235,7 +235,7 @@ def test_single_class_and_zero_weights_are_named(iris):
 @pytest.mark.parametrize("solver, rate", [("sgd", 1e12), ("adam", 1e300)])
 def test_divergence_is_an_error_and_keeps_the_previous_model(iris, solver, rate):
     X, y = iris
-    clf = TwoLayerSoftmaxClassifier(solver=solver, random_state=0).fit(X, y)
+    clf = _fit_quietly(TwoLayerSoftmaxClassifier(solver=solver, random_state=0), X, y)
     proba = clf.predict_proba(X)
     before = _state(clf.set_params(learning_rate_init=rate, reg=0.0))
     with pytest.raises(ValueError, match="diverged.*learning_rate_init"):
@@ -252,7 +252,7 @@ def test_divergence_is_an_error_and_keeps_the_previous_model(iris, solver, rate)
 
 def test_failed_fit_leaves_fitted_model_intact(iris):
     X, y = iris
-    clf = TwoLayerSoftmaxClassifier(random_state=0).fit(X, y)
+    clf = _fit_quietly(TwoLayerSoftmaxClassifier(random_state=0), X, y)
     before = _state(clf)
     with pytest.raises(ValueError, match="at least 2 classes"):
         clf.fit(X[:, :2], np.zeros(len(X)))  # would also change n_features_in_
@@ -359,7 +359,8 @@ def test_warm_start_continues_from_the_current_weights(iris, solver):
 
 def test_warm_start_rejects_another_architecture(iris):
     X, y = iris
-    clf = TwoLayerSoftmaxClassifier(warm_start=True, random_state=0).fit(X, y)
+    clf = _fit_quietly(TwoLayerSoftmaxClassifier(warm_start=True, random_state=0),
+                       X, y)
     with pytest.raises(ValueError, match="hidden_size"):
         clf.set_params(hidden_size=7).fit(X, y)
 
@@ -424,6 +425,7 @@ def test_early_stopping_holds_out_a_stratified_split(iris):
     assert clf.best_validation_score_ > 0.8
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_early_stopping_on_tiny_data_warns_and_trains():
     X, y = make_blobs(n_samples=30, centers=2, random_state=0)
     clf = TwoLayerSoftmaxClassifier(early_stopping=True, random_state=0)
@@ -482,9 +484,9 @@ def test_equal_weights_give_exactly_the_unweighted_fit(iris, solver):
 
 def test_class_weight_dict_shifts_predictions_towards_the_class():
     X, y = make_blobs(n_samples=200, centers=2, cluster_std=4.0, random_state=0)
-    plain = TwoLayerSoftmaxClassifier(random_state=0).fit(X, y)
-    heavy = TwoLayerSoftmaxClassifier(class_weight={0: 1.0, 1: 20.0},
-                                      random_state=0).fit(X, y)
+    plain = _fit_quietly(TwoLayerSoftmaxClassifier(random_state=0), X, y)
+    heavy = _fit_quietly(TwoLayerSoftmaxClassifier(class_weight={0: 1.0, 1: 20.0},
+                                                   random_state=0), X, y)
     assert (heavy.predict(X) == 1).sum() > (plain.predict(X) == 1).sum()
 
 

@@ -1,8 +1,9 @@
 """Scaling out with Dask: Incremental, a distributed search, pickling, faults.
 
-Every test starts its own ``distributed.LocalCluster`` on loopback (two worker
-processes, no dashboard) and shuts it down afterwards. The module is skipped
-only when the ``dask`` extra is not installed.
+The tests run on a ``distributed.LocalCluster`` on loopback (two worker
+processes, no dashboard): one for the module, and one of its own for the
+test that kills a worker. The module is skipped only when the ``dask``
+extra is not installed.
 """
 
 import os
@@ -48,13 +49,26 @@ def one_blas_thread():
         yield
 
 
-@pytest.fixture
+def _two_processes():
+    """A two-process LocalCluster on 127.0.0.1 and a client of it."""
+    cluster = LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1,
+                           processes=True, dashboard_address=":0")
+    return cluster, Client(cluster)
+
+
+@pytest.fixture(scope="module")
 def client():
-    """A two-process LocalCluster on 127.0.0.1, closed after the test."""
-    with LocalCluster(
-        host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True,
-        dashboard_address=None,
-    ) as cluster, Client(cluster) as c:
+    """A cluster for the tests that kill no worker, shared by them."""
+    cluster, c = _two_processes()
+    with cluster, c:
+        yield c
+
+
+@pytest.fixture
+def own_client():
+    """A cluster of the test's own, closed after it (its worker is killed)."""
+    cluster, c = _two_processes()
+    with cluster, c:
         yield c
 
 
@@ -213,7 +227,7 @@ def _keys_only_on(client, worker):
             if list(holders) == [worker]]
 
 
-def test_dask_ml_search_survives_a_killed_worker(client, digits,
+def test_dask_ml_search_survives_a_killed_worker(own_client, digits,
                                                  reference_search):
     """Kill a busy worker that holds data no one else has; the search ends
     with the same cv_results_ as the in-memory search.
@@ -226,6 +240,7 @@ def test_dask_ml_search_survives_a_killed_worker(client, digits,
     the docs page gives the counts.)
     """
     X, y = digits
+    client = own_client
     worker_pids = client.run(os.getpid)
     outcome = {}
 
