@@ -1013,6 +1013,7 @@ class TwoLayerSoftmaxClassifier(CallbackSupportMixin, ClassifierMixin, BaseEstim
             shuffle=self.shuffle, stopper=stopper,
             score=self._score_function(loss, validation), callback=callback,
             samples_seen=samples_seen, warn_on_max_iter=not incremental,
+            verbose=bool(self.verbose),
         )
         # Plain dicts of numbers and arrays, which skops loads without being
         # asked to trust a private type.

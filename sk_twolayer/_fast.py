@@ -16,24 +16,35 @@ kilobytes. The kernels here do the same arithmetic in one pass each:
   state once and writing them once, and returning the penalty at the new
   parameters, which the next minibatch's loss needs.
 
-They are used only where numba is installed (the ``fast`` extra:
-``python -m pip install ".[fast]"``), only on numpy, and only for a fit long enough to
-repay numba's import and the loading of the compiled kernels, about a third
-of a second in a new process (:func:`for_minibatches`); elsewhere the numpy
-code runs. The two agree to rounding: the kernels reorder sums and may fuse
-a multiply and an add (numba's ``fastmath`` flags ``reassoc`` and
-``contract``, nothing that changes how infinities and NaNs propagate, so
-that a diverging fit is still caught).
+They are used only where the user asks for them (``SK_TWOLAYER_FAST=1``,
+with numba installed: the ``fast`` extra, ``python -m pip install
+".[fast]"``), only on numpy, and only for a fit long enough to repay numba's
+import and the loading of the compiled kernels, about a third of a second
+in a new process (:func:`for_minibatches`); elsewhere the numpy code runs.
+They are opt-in because numba arrives with other packages too (dask-ml, of
+the ``dask`` extra): installing one must not change a fit's path, its time
+(the first fit compiles the kernels, about ten seconds) or its rounding.
+The two agree to rounding: the kernels reorder sums and may fuse a multiply
+and an add (numba's ``fastmath`` flags ``reassoc`` and ``contract``, nothing
+that changes how infinities and NaNs propagate, so that a diverging fit is
+still caught).
 
 The kernels are compiled on first use and cached on disk (numba's
 ``cache=True``): the first fit after installing compiles them, about ten
-seconds, and later processes load them.
+seconds, and later processes load them. Before a process first uses them
+for a dtype, they run a tiny fit of each minibatch solver against the numpy
+code (:func:`load`): a kernel that cannot be compiled, cached or loaded, or
+that computes something else, is never used, and the fit runs on numpy,
+with one warning that says why and what to do (a read-only package folder
+and no writable home: set ``NUMBA_CACHE_DIR``).
 """
 
 import os
 import threading
 
 import numpy as np
+
+from ._warnings import warn
 
 # Work, in parameter updates (parameters times minibatch steps), from which a
 # fit takes the kernels: there they save more than numba's import and the
@@ -42,12 +53,20 @@ import numpy as np
 # section (i) shape): see docs/user_guide/solvers.rst.
 MIN_WORK = 2e7
 
-# SK_TWOLAYER_FAST=0 switches the kernels off, whatever is installed.
+# SK_TWOLAYER_FAST=1 switches the kernels on (numba installed); anything
+# else, or nothing, leaves them off.
 ENV = "SK_TWOLAYER_FAST"
+_ON = ("1", "on", "true", "yes")
 
 _lock = threading.Lock()
-_kernels = None  # the module-level functions below, once compiled
-_missing = False
+_compiled = None  # the module-level functions below, once compiled
+_loaded = {}  # dtype -> the kernels, checked for it, or None (not usable)
+_why_not = {}  # dtype -> why they are not usable (an exception's text)
+
+
+def requested():
+    """Whether the environment asks for the kernels (``SK_TWOLAYER_FAST=1``)."""
+    return os.environ.get(ENV, "").strip().lower() in _ON
 
 
 def available():
@@ -57,36 +76,106 @@ def available():
     return find_spec("numba") is not None
 
 
-def load():
-    """The kernels (this module's compiled functions), or None without numba."""
-    global _kernels, _missing
-    if _kernels is not None or _missing:
-        return _kernels
+def load(dtype=np.float64):
+    """The kernels, checked for ``dtype``; None where they cannot be used.
+
+    The first call for a dtype compiles them (or loads numba's cache) and
+    runs a tiny fit of each minibatch solver with them and without them:
+    they are used only where the two agree to rounding. A failure of any
+    kind (numba missing, a compilation or caching error, a disagreement)
+    gives None from then on in this process, and, unless numba is merely
+    missing, one warning that says why and what to do.
+    """
+    global _compiled
+    dtype = np.dtype(dtype)
+    if dtype in _loaded:
+        return _loaded[dtype]
     with _lock:
-        if _kernels is None and not _missing:
+        if dtype not in _loaded:
             try:
-                _kernels = _compile()
-            except ImportError:
-                _missing = True
-    return _kernels
+                if _compiled is None:
+                    _compiled = _compile()
+                _self_check(_compiled, dtype)
+                _loaded[dtype] = _compiled
+            except ImportError as error:
+                _loaded[dtype], _why_not[dtype] = None, f"numba is missing ({error})"
+            except Exception as error:  # never in place of the fit
+                _loaded[dtype], _why_not[dtype] = None, f"{type(error).__name__}: {error}"
+                warn(
+                    f"The compiled kernels (SK_TWOLAYER_FAST=1) cannot run "
+                    f"in {dtype} here, and the fit runs on NumPy, as without "
+                    f"them: {_why_not[dtype]}. Where numba cannot write its "
+                    "cache (a read-only installation, no writable home), set "
+                    "NUMBA_CACHE_DIR to a writable folder; otherwise unset "
+                    f"{ENV} to stop trying.",
+                    UserWarning,
+                )
+    return _loaded[dtype]
+
+
+def status():
+    """What a bug report says of the kernels: asked for or not, and, per
+    dtype tried in this process, in use or why not."""
+    if not requested():
+        return f"off (set {ENV}=1 to use them)"
+    if not available():
+        return f"asked for ({ENV}=1), but numba is not installed"
+    tried = ", ".join(f"{d}: {'in use' if k is not None else _why_not.get(d)}"
+                      for d, k in sorted(_loaded.items(), key=str))
+    return f"on ({ENV}=1); " + (tried or "not yet used in this process")
 
 
 def for_minibatches(ops, theta, n_steps):
     """The kernels for a minibatch fit of ``n_steps`` steps, or None.
 
-    None off numpy, for a dtype other than float32 and float64, without
-    numba, with ``SK_TWOLAYER_FAST=0``, and for a fit of less than
-    :data:`MIN_WORK` parameter updates. The decision depends on nothing
-    else (not on whether numba is already loaded), so that a fit gives the
-    same result in a new process and in an old one.
+    None unless asked for (``SK_TWOLAYER_FAST=1``), off numpy, for a dtype
+    other than float32 and float64, without numba, where they failed their
+    check (:func:`load`), and for a fit of less than :data:`MIN_WORK`
+    parameter updates. The decision depends on nothing else (not on
+    whether numba is already loaded), so that a fit gives the same result
+    in a new process and in an old one.
     """
-    if os.environ.get(ENV, "1").strip() in ("0", "false", "no", "off"):
+    if not requested():
         return None
     if not ops.is_numpy or theta.dtype not in (np.float32, np.float64):
         return None
     if theta.shape[0] * float(n_steps) < MIN_WORK:
         return None
-    return load()
+    return load(theta.dtype)
+
+
+def _self_check(kernels, dtype):
+    """A tiny fit of each minibatch solver (a few steps, with sample
+    weights), with the kernels and without: the same weights to rounding,
+    or a ``RuntimeError``. It runs every kernel through the code a fit runs
+    (the same array types, so the compilations a fit needs happen here)."""
+    from . import _solvers
+    from ._loss import TwoLayerLoss
+    from ._params import ParamLayout
+
+    rng = np.random.RandomState(0)
+    layout = ParamLayout(5, 7, 3, dtype)
+    X = rng.normal(size=(24, 5)).astype(dtype)
+    y = rng.randint(0, 3, size=24)
+    sample_weight = rng.uniform(0.5, 2.0, size=24).astype(dtype)
+    tolerance = 1e-4 if dtype == np.float32 else 1e-9
+    for optimizer in (lambda: _solvers.SGD(0.1, 0.9, True),
+                      lambda: _solvers.Adam(0.01, 0.9, 0.999, 1e-8)):
+        thetas = []
+        for use in (kernels, None):
+            loss = TwoLayerLoss(layout, reg=1e-3)
+            theta = layout.init(np.random.RandomState(1))
+            _solvers.stochastic(
+                loss.data_loss_gradient, theta, X, y, sample_weight,
+                optimizer=optimizer(), batch_size=8, max_iter=2,
+                rng=np.random.RandomState(2), penalty=loss.penalty,
+                stopper=_solvers.Stopper(0.0, 3), warn_on_max_iter=False,
+                kernels=use)
+            thetas.append(theta)
+        if not np.allclose(thetas[0], thetas[1], rtol=tolerance, atol=tolerance):
+            raise RuntimeError(
+                "the compiled kernels disagree with the NumPy code (largest "
+                f"difference {np.max(np.abs(thetas[0] - thetas[1])):.3g})")
 
 
 class _Kernels:

@@ -26,7 +26,10 @@ _OPTIONAL = (
     "onnxruntime",
     "onnx",
     "skops",
+    "numba",
 )
+
+from . import _fast
 
 NOT_INSTALLED = "not installed"
 
@@ -155,8 +158,10 @@ def show_versions():
     sk-twolayer, Python, numpy, scipy, scikit-learn and threadpoolctl; each
     BLAS (and OpenMP) library loaded in this process, with the number of
     threads it runs and whether numpy or scipy ships it; and which optional
-    packages are installed. Optional packages are found from the installed
-    distributions' metadata and are not imported.
+    packages are installed, and whether the compiled kernels of the
+    minibatch steps (the ``fast`` extra) are asked for and in use. Optional
+    packages are found from the installed distributions' metadata and are
+    not imported.
 
     See Also
     --------
@@ -177,6 +182,8 @@ def show_versions():
     ...
     Optional packages:
     ...
+    Compiled kernels of the minibatch steps:
+        kernels: ...
     """
     lines = _format_section("System", _system_info())
     lines.append("")
@@ -185,4 +192,7 @@ def show_versions():
     lines += _format_threadpools(_threadpools())
     lines.append("")
     lines += _format_section("Optional packages", _optional_versions())
+    lines.append("")
+    lines += _format_section("Compiled kernels of the minibatch steps",
+                             {"kernels": _fast.status()})
     print("\n".join(lines))

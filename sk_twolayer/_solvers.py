@@ -686,7 +686,8 @@ class BatchGatherer:
 @np.errstate(over="ignore", invalid="ignore")
 def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
                max_iter, rng, penalty=None, shuffle=True, stopper, score=None,
-               callback=None, samples_seen=0, warn_on_max_iter=True):
+               callback=None, samples_seen=0, warn_on_max_iter=True,
+               kernels="auto", verbose=False):
     """Run up to ``max_iter`` epochs of minibatch updates on ``theta`` in place.
 
     The objective is ``fun`` plus ``penalty``; the penalty goes to the update
@@ -722,6 +723,12 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
         Samples seen before this call, for the ``invscaling`` schedule.
     warn_on_max_iter : bool
         Whether to emit a ConvergenceWarning when ``max_iter`` is reached.
+    kernels : "auto", kernels or None
+        The compiled kernels of the steps (:mod:`sk_twolayer._fast`):
+        ``"auto"`` takes them where :func:`~sk_twolayer._fast.for_minibatches`
+        says (asked for, and worth it), None never.
+    verbose : bool
+        Print which code runs the steps, before the first.
 
     Returns
     -------
@@ -749,9 +756,14 @@ def stochastic(fun, theta, X, y, sample_weight=None, *, optimizer, batch_size,
     what = "Validation score" if score is not None else "Training loss"
 
     full_batch = batch_size >= n
-    # The compiled kernels, where installed and worth their loading.
-    kernels = _fast.for_minibatches(
-        ops, theta, max_iter * (1 if full_batch else -(-n // batch_size)))
+    # The compiled kernels, where asked for and worth their loading.
+    if isinstance(kernels, str):
+        kernels = _fast.for_minibatches(
+            ops, theta, max_iter * (1 if full_batch else -(-n // batch_size)))
+    if verbose:
+        print("Minibatch steps: " + ("the compiled kernels (SK_TWOLAYER_FAST=1)"
+                                     if kernels is not None else "NumPy"
+                                     if ops.is_numpy else "the array's namespace"))
     fun_kwargs = {}
     if kernels is not None and "kernels" in inspect.signature(fun).parameters:
         fun_kwargs["kernels"] = kernels

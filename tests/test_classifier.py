@@ -509,7 +509,10 @@ def test_verbose_prints_every_iteration(iris, solver, capsys):
     clf = _fit_quietly(TwoLayerSoftmaxClassifier(solver=solver, verbose=True,
                                                  max_iter=6, random_state=0), X, y)
     lines = capsys.readouterr().out.strip().splitlines()
+    if solver != "lbfgs":  # first, which code runs the minibatch steps
+        assert lines.pop(0) == "Minibatch steps: NumPy"
     assert len(lines) == clf.n_iter_ == 6
+    assert all(line.startswith("Iteration ") for line in lines)
     loss_in_line = float(lines[-1].split("loss = ")[1])
     assert loss_in_line == pytest.approx(clf.loss_curve_[-1], rel=1e-6)
 

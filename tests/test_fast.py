@@ -2,9 +2,11 @@
 
 The kernels (``sk_twolayer._fast``) need numba: their tests skip where it is
 not installed (it is wherever the dask extra is, through dask-ml, so CI
-runs them). The tests of the choice of path run everywhere.
+runs them). The tests of the choice of path, and of what a fit does where
+the kernels cannot run, run everywhere.
 """
 
+import re
 import warnings
 
 import numpy as np
@@ -185,10 +187,10 @@ class _Torchish:
     is_numpy = False
 
 
-def test_a_fit_takes_the_kernels_only_where_they_pay(monkeypatch):
+def test_a_fit_takes_the_kernels_only_where_asked_for_and_worth_it(monkeypatch):
     monkeypatch.setenv(_fast.ENV, "1")
     loaded = object()
-    monkeypatch.setattr(_fast, "load", lambda: loaded)
+    monkeypatch.setattr(_fast, "load", lambda dtype: loaded)
     theta = np.zeros(1000)
     steps = int(_fast.MIN_WORK // 1000)
     assert _fast.for_minibatches(NUMPY, theta, steps) is loaded
@@ -198,21 +200,90 @@ def test_a_fit_takes_the_kernels_only_where_they_pay(monkeypatch):
     # numpy only, float32 and float64 only
     assert _fast.for_minibatches(_Torchish(), theta, steps) is None
     assert _fast.for_minibatches(NUMPY, theta.astype(np.float16), steps) is None
-    # switched off
-    for off in ("0", "off", "false"):
+    # not asked for: off, whatever is installed (numba comes with dask-ml)
+    for off in ("0", "off", "false", ""):
         monkeypatch.setenv(_fast.ENV, off)
         assert _fast.for_minibatches(NUMPY, theta, steps) is None
+    monkeypatch.delenv(_fast.ENV)
+    assert _fast.for_minibatches(NUMPY, theta, steps) is None
+
+
+def _fresh_kernels(monkeypatch, compile_):
+    """_fast as in a new process, compiling with ``compile_``."""
+    monkeypatch.setattr(_fast, "_compiled", None)
+    monkeypatch.setattr(_fast, "_loaded", {})
+    monkeypatch.setattr(_fast, "_why_not", {})
+    monkeypatch.setattr(_fast, "_compile", compile_)
+    monkeypatch.setattr(_fast, "MIN_WORK", 0)
+
+
+def _raises(error):
+    def compile_():
+        raise error
+    return compile_
 
 
 def test_without_numba_the_numpy_path_runs(monkeypatch):
-    # What a fit does where numba is missing: load() says None, and the fit
-    # runs (on numpy) to the same result as with the kernels switched off.
-    monkeypatch.setattr(_fast, "_kernels", None)
-    monkeypatch.setattr(_fast, "_missing", False)
-    monkeypatch.setattr(_fast, "_compile", lambda: (_ for _ in ()).throw(
-        ImportError("No module named 'numba'")))
-    monkeypatch.setattr(_fast, "MIN_WORK", 0)
-    assert _fast.load() is None
-    without = _fit(monkeypatch, True, "adam", np.float64)
+    # What a fit does where numba is missing: load() says None, quietly, and
+    # the fit runs (on numpy) to the same result as with the kernels off.
+    _fresh_kernels(monkeypatch, _raises(ImportError("No module named 'numba'")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert _fast.load(np.float64) is None
+        without = _fit(monkeypatch, True, "adam", np.float64)
     off = _fit(monkeypatch, False, "adam", np.float64)
     np.testing.assert_array_equal(without.coefs_[0], off.coefs_[0])
+
+
+def test_kernels_that_cannot_be_cached_never_break_a_fit(monkeypatch):
+    # numba's error where neither the package's folder nor the user's cache
+    # folder is writable: the fit runs on numpy, with one warning that says
+    # why and what to do, and the next fits run on numpy without a word.
+    # (It failed every large fit, on the compiled path only.)
+    message = ("cannot cache function '_compile.<locals>.sgd': no locator "
+               "available for file '/opt/ro/sk_twolayer/_fast.py'")
+    _fresh_kernels(monkeypatch, _raises(RuntimeError(message)))
+    with pytest.warns(UserWarning, match=r"(?s)cannot run in float64.*"
+                      + re.escape(message) + ".*NUMBA_CACHE_DIR") as caught:
+        first = _fit(monkeypatch, True, "sgd", np.float64)
+    assert len([w for w in caught if "compiled kernels" in str(w.message)]) == 1
+    assert caught[0].filename == __file__  # at the user's fit line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        second = _fit(monkeypatch, True, "sgd", np.float64)
+    expected = _fit(monkeypatch, False, "sgd", np.float64)
+    for got in (first, second):
+        np.testing.assert_array_equal(got.coefs_[0], expected.coefs_[0])
+    monkeypatch.setenv(_fast.ENV, "1")
+    assert "float64: RuntimeError: cannot cache" in _fast.status()
+
+
+def test_kernels_that_compute_something_else_are_never_used(kernels, monkeypatch):
+    # A kernel that passes its compilation but computes another update (a
+    # miscompilation, a numba bug): the check before first use catches it.
+    class Wrong:
+        head, adam = kernels.head, kernels.adam
+
+        @staticmethod
+        def sgd(theta, v, g, *args):
+            total = kernels.sgd(theta, v, g, *args)
+            theta *= 1.01
+            return total
+
+    _fresh_kernels(monkeypatch, lambda: Wrong)
+    with pytest.warns(UserWarning, match="disagree with the NumPy code"):
+        assert _fast.load(np.float64) is None
+    got = _fit(monkeypatch, True, "sgd", np.float64)
+    expected = _fit(monkeypatch, False, "sgd", np.float64)
+    np.testing.assert_array_equal(got.coefs_[0], expected.coefs_[0])
+
+
+def test_a_fit_says_which_path_it_took(kernels, monkeypatch, capsys):
+    monkeypatch.setattr(_fast, "MIN_WORK", 0)
+    for fast, expected in ((True, "the compiled kernels"), (False, "NumPy")):
+        _fit(monkeypatch, fast, "adam", np.float64, verbose=True)
+        assert f"Minibatch steps: {expected}" in capsys.readouterr().out
+    monkeypatch.setenv(_fast.ENV, "1")
+    assert "float64: in use" in _fast.status()
+    monkeypatch.delenv(_fast.ENV)
+    assert _fast.status().startswith("off (set SK_TWOLAYER_FAST=1")
