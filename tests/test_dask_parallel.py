@@ -13,6 +13,7 @@ when the ``dask`` extra is not installed.
 
 import contextlib
 import functools
+import inspect
 import os
 import pickle
 import re
@@ -45,6 +46,8 @@ from sk_twolayer._params import ParamLayout  # noqa: E402
 from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier  # noqa: E402
 from sk_twolayer.dask import _config, _faults, _objective, _placement, _worker  # noqa: E402
 from sk_twolayer.dask._rows import DaskRows  # noqa: E402
+
+from fault_campaign import left_after  # noqa: E402  (tests/, on sys.path)
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::sklearn.exceptions.ConvergenceWarning"
@@ -279,10 +282,13 @@ def test_blocks_prepared_away_from_their_place_are_moved_there(client):
 
 def test_blocks_with_no_known_holder_are_evaluated_anywhere(client, digits):
     # (Between a worker's loss and the recomputation of its blocks, the
-    # scheduler knows no holder for them: the tasks then go anywhere.)
+    # scheduler knows no holder for them: on the path through the
+    # scheduler, the tasks then go anywhere. Calls wait for the blocks.)
     X, y = digits
     est = DaskTwoLayerSoftmaxClassifier(hidden_size=16)
-    data = DaskRows(est, client, _dask(X, 600), _dask(y, 600), None, first_call=True)
+    with dask.config.set({"sk-twolayer.dask.direct-transfers": False}):
+        data = DaskRows(est, client, _dask(X, 600), _dask(y, 600), None,
+                        first_call=True)
     loss = data.objective(TwoLayerLoss(ParamLayout(64, 16, 10), reg=1e-3))
     data.hold_out(est, (None, None, None), None, False)
     theta = np.random.default_rng(0).normal(scale=0.3, size=loss.layout.size)
@@ -315,9 +321,10 @@ def test_float32_data_stay_float32_on_the_workers(client, digits):
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-4,
                                atol=1e-5 * np.abs(expected_grad).max())
     # The workers evaluated the loss in float32.
-    dtypes = client.run(lambda: sorted({str(loss.layout.dtype)
-                                        for per_thread in _worker._LOSSES.values()
-                                        for loss, _ in per_thread.values()}))
+    dtypes = client.run(lambda dask_worker: sorted({
+        str(loss.layout.dtype)
+        for scratch in _worker._SCRATCH.get(dask_worker, {}).values()
+        for loss, _ in scratch.losses.values()}))
     assert "float32" in set().union(*dtypes.values())
     # A whole fit gives a float32 model that predicts as the in-memory one
     # (after 50 iterations in float32, rounding has moved the weights apart
@@ -836,25 +843,31 @@ def test_a_block_too_large_for_any_worker_is_a_clear_error(tight, digits):
     assert not hasattr(clf, "coefs_")
 
 
-def test_an_evaluation_whose_worker_died_too_often_is_tried_again(killable, caplog,
-                                                                  tmp_path):
+@pytest.mark.parametrize("path, reason", [
+    ({}, "a worker it called could not be reached"),
+    ({"sk-twolayer.dask.direct-transfers": False}, r"\(KilledWorker\)")],
+    ids=["calls", "graph"])
+def test_an_evaluation_whose_worker_died_is_tried_again(killable, caplog, tmp_path,
+                                                        path, reason):
     c = killable.ready()
     X, y = make_classification(2000, 20, n_informative=10, n_classes=3,
                                random_state=0)
     params = dict(hidden_size=8, max_iter=8, random_state=0)
     expected = TwoLayerSoftmaxClassifier(**params).fit(X, y)
-    # No second chance: the task that was running on a dead worker raises
-    # KilledWorker at once.
+    # No second chance (graph): the task that was running on a dead worker
+    # raises KilledWorker at once. (A call to a dead worker fails at once.)
     c.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler,
                                                       "allowed_failures", 0))
     try:
-        c.run(_install_kill, "train", 3, str(tmp_path / "killed"))
-        with caplog.at_level("WARNING", logger="sk_twolayer.dask"):
+        c.run(_install_kill, "evaluate", 3, str(tmp_path / "killed"))
+        with caplog.at_level("WARNING", logger="sk_twolayer.dask"), \
+                dask.config.set(path):
             got = _on(c, **params).fit(_dask(X, 250), _dask(y, 250))
     finally:
         c.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler,
                                                           "allowed_failures", 3))
-    assert "(KilledWorker)" in caplog.text
+    assert re.search(r"An evaluation is tried again \(1 of 3\): .*" + reason,
+                     caplog.text), caplog.text
     assert got.n_iter_ == expected.n_iter_
     np.testing.assert_allclose(got.predict_proba(X), expected.predict_proba(X),
                                atol=PROBA_TOL)
@@ -864,10 +877,10 @@ def test_an_evaluation_whose_worker_died_too_often_is_tried_again(killable, capl
     c.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler,
                                                       "allowed_failures", 0))
     try:
-        c.run(_install_kill, "train", 3, str(tmp_path / "killed-again"))
-        with dask.config.set({"sk-twolayer.dask.retries": 0}), \
-                pytest.raises(RuntimeError, match=r"failed 1 times.*KilledWorker.*"
-                                                  r"sk-twolayer.dask.retries, 0"):
+        c.run(_install_kill, "evaluate", 3, str(tmp_path / "killed-again"))
+        with dask.config.set({"sk-twolayer.dask.retries": 0, **path}), \
+                pytest.raises(RuntimeError, match=r"(?s)failed 1 times.*" + reason
+                              + r".*sk-twolayer.dask.retries, 0.*Workers keep dying"):
             got.fit(_dask(X, 250), _dask(y, 250))
     finally:
         c.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler,
@@ -887,60 +900,98 @@ class _Graphs(SchedulerPlugin):
         self.graphs.append(sum(str(key).startswith("sk-twolayer-") for key in tasks))
 
 
-def _relayed(scheduler, ops=("scatter", "gather")):
-    """Counts of the calls of the scheduler's handlers that carry data
-    between the client and the workers through it."""
-    calls = dict.fromkeys(ops, 0)
-    for op in ops:
-        handler = scheduler.handlers[op]
+def _counted(scheduler, handlers=("handlers", "stream_handlers"),
+             periodic=("heartbeat-client", "identity", "heartbeat_worker",
+                       "keep-alive", "set_metadata", "get_metadata")):
+    """Counts, by operation, of the calls of the scheduler's handlers (of
+    requests, and of the clients' streamed messages), but for the ones that
+    come now and then of their own accord (heartbeats, the client's look at
+    the cluster, the cluster object's record of itself)."""
+    calls = {}
+    for table in handlers:
+        table = getattr(scheduler, table)
+        for op, handler in list(table.items()):
+            if op in periodic:
+                continue
 
-        @functools.wraps(handler)  # (the scheduler reads its signature)
-        def counting(*args, _op=op, _handler=handler, **kwargs):
-            calls[_op] += 1
-            return _handler(*args, **kwargs)
+            def count(_op=op):
+                calls[_op] = calls.get(_op, 0) + 1
 
-        scheduler.handlers[op] = counting
+            # (The scheduler reads a handler's signature, and awaits a
+            # coroutine function's calls in the background.)
+            if inspect.iscoroutinefunction(handler):
+                @functools.wraps(handler)
+                async def counting(*args, _count=count, _handler=handler, **kwargs):
+                    _count()
+                    return await _handler(*args, **kwargs)
+            else:
+                @functools.wraps(handler)
+                def counting(*args, _count=count, _handler=handler, **kwargs):
+                    _count()
+                    return _handler(*args, **kwargs)
+
+            table[op] = counting
     return calls
 
 
-def test_what_reaches_the_scheduler_per_evaluation(digits):
-    # Per evaluation: one graph, of a few tasks a worker whatever its threads
-    # (at most 3K + 2), and theta and the totals never through the scheduler.
-    X, y = digits
-    evaluations = 3
-    counts = {}
+def _evaluations(c, cluster, n_workers, fan_in, evaluations, settings):
+    """The plan, and what reached the scheduler, over ``evaluations`` of a
+    loss on 16 blocks per worker (after one, which makes the plan)."""
+    X, y = load_digits(return_X_y=True)
+    with dask.config.set({"sk-twolayer.dask.fan-in": fan_in, **settings}):
+        est = _on(c, hidden_size=16)
+        rows = -(-len(y) // (16 * n_workers))  # 16 blocks a worker
+        data = DaskRows(est, c, _dask(X, rows), _dask(y, rows), None,
+                        first_call=True)
+        loss = data.objective(TwoLayerLoss(ParamLayout(64, 16, 10)))
+        data.hold_out(est, (None, None, None), None, False)
+        theta = np.random.default_rng(0).normal(scale=0.1, size=loss.layout.size)
+        loss.loss_gradient(theta)  # (the plan is made, the workers set up)
+        graphs = _Graphs()
+        cluster.scheduler.add_plugin(graphs, name="graphs")
+        counted = _counted(cluster.scheduler)
+        for _ in range(evaluations):
+            theta = theta * 0.9
+            loss.loss_gradient(theta)
+        seen = (list(graphs.graphs), dict(counted))
+        plan = data._objective.plan("train")
+        data.close()
+    return (plan, *seen)
+
+
+@pytest.mark.parametrize("n_workers, fan_in", [(2, 4), (5, 2)],
+                         ids=["star", "tree"])
+def test_evaluations_leave_the_scheduler_out(n_workers, fan_in):
+    # Calls to the workers (a star of two, a tree of five): per evaluation,
+    # nothing at all reaches the scheduler, whatever the workers' threads.
+    for threads in (1, 4):
+        with LocalCluster(n_workers=n_workers, threads_per_worker=threads,
+                          processes=False, dashboard_address=":0") as cluster, \
+                Client(cluster) as c:
+            plan, graphs, counted = _evaluations(c, cluster, n_workers, fan_in,
+                                                 20, {})
+        assert len(plan.workers) == n_workers
+        assert graphs == [] and counted == {}, (graphs, counted)
+
+
+def test_what_reaches_the_scheduler_per_evaluation_through_it():
+    # The path through the scheduler (a client that cannot reach the
+    # workers): per evaluation, one graph of a few tasks a worker, whatever
+    # its threads (at most 3K + 2), and theta and the totals through it.
+    evaluations, counts = 3, {}
     for n_workers, fan_in in ((2, 4), (5, 2)):  # a star, and a tree
         for threads in (1, 4):
             with LocalCluster(n_workers=n_workers, threads_per_worker=threads,
                               processes=False, dashboard_address=":0") as cluster, \
-                    Client(cluster) as c, \
-                    dask.config.set({"sk-twolayer.dask.fan-in": fan_in}):
-                est = _on(c, hidden_size=16)
-                rows = -(-len(y) // (16 * n_workers))  # 16 blocks a worker
-                data = DaskRows(est, c, _dask(X, rows), _dask(y, rows), None,
-                                first_call=True)
-                loss = data.objective(TwoLayerLoss(ParamLayout(64, 16, 10)))
-                data.hold_out(est, (None, None, None), None, False)
-                theta = np.random.default_rng(0).normal(size=loss.layout.size)
-                loss.loss_gradient(theta)  # (the plan is made)
-                graphs = _Graphs()
-                cluster.scheduler.add_plugin(graphs, name="graphs")
-                relayed = _relayed(cluster.scheduler)
-                for _ in range(evaluations):
-                    theta = theta * 0.9
-                    loss.loss_gradient(theta)
-                plan = data._objective.plan("train")
-                last = data._objective._last
-                if last.star:  # each worker got its own copy of theta
-                    holders = c.who_has(last.copies)
-                    assert [tuple(holders[copy.key]) for copy in last.copies] == [
-                        (worker,) for worker in plan.workers], holders
-                data.close()
+                    Client(cluster) as c:
+                plan, graphs, counted = _evaluations(
+                    c, cluster, n_workers, fan_in, evaluations,
+                    {"sk-twolayer.dask.direct-transfers": False})
             assert len(plan.workers) == n_workers
-            assert relayed == {"scatter": 0, "gather": 0}, relayed
-            assert len(graphs.graphs) == evaluations, graphs.graphs
-            assert max(graphs.graphs) <= 3 * n_workers + 2, graphs.graphs
-            counts[n_workers, threads] = graphs.graphs
+            assert counted["update-graph"] == evaluations, counted
+            assert len(graphs) == evaluations, graphs
+            assert max(graphs) <= 3 * n_workers + 2, graphs
+            counts[n_workers, threads] = graphs
     # Tasks do not grow with the threads of the workers.
     assert counts[2, 1] == counts[2, 4] and counts[5, 1] == counts[5, 4], counts
 
@@ -997,8 +1048,8 @@ def test_two_fits_on_the_same_cluster_agree_bit_for_bit(client, digits):
     plans, fits = [], []
     original = _objective.DistributedObjective.plan
 
-    def recording(self, part):
-        plan = original(self, part)
+    def recording(self, part, *args, **kwargs):
+        plan = original(self, part, *args, **kwargs)
         plans.append(plan)
         return plan
 
@@ -1198,43 +1249,32 @@ def test_the_clients_memory_does_not_grow_with_the_rows(client, rows):
 
 # ------------------------------------------------------------ losing a worker
 def _install_kill(phase, evaluation, marker):
-    """On a worker: die (SIGKILL) when starting a task of evaluation
-    ``evaluation`` of the fit (``phase="train"``: a worker's evaluation;
-    ``"sum"``: an addition of partial sums; ``"relay"``: passing theta on
-    in the tree) or, with ``phase="prepare"``, its first block's
-    preparation; once per ``marker`` file across the cluster."""
-    from sk_twolayer.dask import _worker as module
+    """On a worker: die (SIGKILL) when starting ``phase`` of evaluation
+    ``evaluation`` of the fit (``"evaluate"``: a worker's evaluation of its
+    blocks; ``"sum"``: an addition of partial sums in a tree; ``"relay"``:
+    passing theta on in a graph's tree) or, with ``phase="prepare"``, its
+    first block's preparation; once per ``marker`` file across the cluster
+    (tests/fault_campaign.py's ``arm``)."""
+    from fault_campaign import arm
 
-    name = {"prepare": "prepare_block", "train": "worker_terms", "sum": "add",
-            "relay": "relay"}[phase]
-    original = getattr(getattr(module, name), "__wrapped__", getattr(module, name))
-
-    def dying(*args, **kwargs):
-        key = str(distributed.get_worker().get_current_task())
-        due = phase == "prepare" or re.search(rf"-train-\w+-{evaluation}-", key)
-        if due:
-            try:
-                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-            except FileExistsError:
-                pass  # another worker died for this marker already
-            else:
-                os.kill(os.getpid(), signal.SIGKILL)
-        return original(*args, **kwargs)
-
-    dying.__wrapped__ = original
-    setattr(module, name, dying)
+    arm(phase, "kill", evaluation=evaluation, marker=marker)
 
 
 # Where a worker dies: (phase, evaluation, settings). On four workers an
-# evaluation is a star; the additions and relays of a tree (fan-in 2: worker
-# 1 relays theta to worker 3 and adds its total) are killed in a tree.
+# evaluation is a star of calls; in a tree (fan-in 2) worker 1 calls worker
+# 3 and adds its total. Through the scheduler (a task graph), the additions
+# and relays of a tree are tasks of their own.
 TREE = {"sk-twolayer.dask.star-workers": 0, "sk-twolayer.dask.fan-in": 2}
+GRAPH = {"sk-twolayer.dask.direct-transfers": False}
 KILL_POINTS = ([("prepare", 0, {})]
-               + [("train", k, {}) for k in (1, 2, 3, 5, 8, 12, 16, 20, 24)]
-               + [("train", 6, TREE), ("sum", 4, TREE), ("relay", 7, TREE)])
-# The default tier kills at one point of a star and one of a tree (about 8
-# s); the slow tier at every point (about 40 s).
-FEW_KILL_POINTS = [("train", 3, {}), ("relay", 7, TREE)]
+               + [("evaluate", k, {}) for k in (1, 2, 3, 5, 8, 12, 16, 20, 24)]
+               + [("evaluate", 6, TREE), ("sum", 4, TREE),
+                  ("evaluate", 5, GRAPH), ("sum", 4, {**GRAPH, **TREE}),
+                  ("relay", 7, {**GRAPH, **TREE})])
+# The default tier kills at one point of a star, of a tree, and of a graph;
+# the slow tier at every point.
+FEW_KILL_POINTS = [("evaluate", 3, {}), ("sum", 4, TREE),
+                   ("relay", 7, {**GRAPH, **TREE})]
 
 
 class _Killable:
@@ -1321,7 +1361,7 @@ def test_lost_data_that_cannot_be_recomputed_is_a_clear_error(killable, tmp_path
                          for xf, _ in parts])
     dy = da.concatenate([da.from_delayed(yf, shape=(500,), dtype=y.dtype)
                          for _, yf in parts])
-    c.run(_install_kill, "train", 3, str(tmp_path / "killed"))
+    c.run(_install_kill, "evaluate", 3, str(tmp_path / "killed"))
     clf = _on(c, hidden_size=8, max_iter=50)
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="could not be recomputed"):
@@ -1394,7 +1434,7 @@ def test_a_gather_that_takes_longer_than_a_poll_is_never_cut_off(client):
     watch = _watch(client, poll_interval=0.005)
     got = []
     thread = threading.Thread(
-        target=lambda: got.append(watch.gather(blocks, on_poll=lambda: polls.append(1))),
+        target=lambda: got.append(watch.gather(blocks, on_poll=polls.append)),
         daemon=True)
     thread.start()
     thread.join(timeout=60)
@@ -1404,49 +1444,22 @@ def test_a_gather_that_takes_longer_than_a_poll_is_never_cut_off(client):
 
 
 # ------------------------------------------------------ nothing left behind
-def _left_on(client):
-    """The tasks the scheduler holds, and, per worker, the keys it holds and
-    the loss objects (our per-fit scratch) alive in its process."""
-    def scratch():
-        import gc
-
-        from sk_twolayer._loss import TwoLayerLoss
-        from sk_twolayer.dask import _worker as module
-
-        gc.collect()
-        return (len(module._LOSSES),
-                sum(isinstance(o, TwoLayerLoss) for o in gc.get_objects()))
-
-    tasks = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
-    held = client.run(lambda dask_worker: len(dask_worker.data))
-    return tasks, held, client.run(scratch)
-
-
-def _left_after(client, clean, wait=10):
-    """:func:`_left_on`, once it is ``clean`` or after ``wait`` seconds (the
-    scheduler forgets released tasks a moment after they are released)."""
-    deadline = time.monotonic() + wait
-    while (left := _left_on(client)) != clean and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
-
-
 def test_nothing_is_left_behind_after_a_fit_or_a_failed_one(digits):
     X, y = digits
     X_nan = X.copy()
     X_nan[1500, 7] = np.nan
     with _cluster(2) as cluster, Client(cluster, set_as_default=False) as c:
-        clean = (0, {w: 0 for w in c.nthreads()},
-                 {w: (0, 0) for w in c.nthreads()})
         clf = _on(c, **dict(PARAMS, max_iter=10))
         for _ in range(2):  # two fits in a row: nothing accumulates
             clf.fit(_dask(X, 300), _dask(y, 300), X_val=X[::3], y_val=y[::3])
-            assert _left_after(c, clean) == clean
+            left, clean = left_after(c)
+            assert clean, left
         with pytest.raises(ValueError, match="NaN") as failed:
             clf.fit(_dask(X_nan, 300), _dask(y, 300))
         # (even while the error's traceback, which refers to its futures, lives)
         assert failed.value.__traceback__ is not None
-        assert _left_after(c, clean) == clean
+        left, clean = left_after(c)
+        assert clean, left
 
 
 # -------------------------------------------------- clients and clusters gone
@@ -1518,17 +1531,17 @@ def _on_evaluation(monkeypatch, actions):
     """Call ``actions[n](objective, plan)`` just before evaluation ``n`` of
     the fit sends its parameters out (after its plan is made); the plans
     it was called with, by evaluation."""
-    original = _objective.DistributedObjective._broadcast
+    original = _objective.DistributedObjective._attempt
     done = {}
 
-    def broadcast(self, theta, plan, *args, **kwargs):
+    def attempt(self, spec, theta, plan, *args, **kwargs):
         n = self.evaluations
         if n in actions and n not in done:
             done[n] = plan
             actions[n](self, plan)
-        return original(self, theta, plan, *args, **kwargs)
+        return original(self, spec, theta, plan, *args, **kwargs)
 
-    monkeypatch.setattr(_objective.DistributedObjective, "_broadcast", broadcast)
+    monkeypatch.setattr(_objective.DistributedObjective, "_attempt", attempt)
     return done
 
 
@@ -1547,14 +1560,15 @@ def test_the_root_worker_killed_between_evaluations(killable, monkeypatch):
     def kill_the_root(wait):
         def kill(objective, plan):
             # Killed where the plan already names it, before the parameters
-            # are sent to it: at once (the scheduler does not know yet that
-            # it is gone), or once the scheduler has seen it go.
+            # are sent to it: just dead (_die kills it 50 ms after its call
+            # returns; the scheduler may not know yet that it is gone), or
+            # once the scheduler has seen it go.
             c.run(_die, workers=[plan.workers[0]])
             time.sleep(wait)
         return kill
 
-    killed = _on_evaluation(monkeypatch, {4: kill_the_root(0.0),
-                                          9: kill_the_root(0.5)})
+    killed = _on_evaluation(monkeypatch, {4: kill_the_root(0.1),
+                                          9: kill_the_root(0.6)})
     start = time.monotonic()
     got = _on(c, **params).fit(_dask(X, 250), _dask(y, 250))
     assert sorted(killed) == [4, 9]
@@ -1593,38 +1607,6 @@ def test_a_paused_root_worker(digits, monkeypatch):
     assert list(status.values()) == ["paused"]
     assert elapsed < 30  # no-workers-timeout (30 s) once would exceed it
     _assert_same_model(got, expected, X)
-
-
-def test_an_evaluation_over_its_time_limit_is_a_clear_error(client, digits,
-                                                             monkeypatch):
-    X, y = digits
-    clf = _fitted_elsewhere(X, y)
-    before = _unchanged(clf)
-    original = _worker.worker_terms
-
-    def stuck(spec, *args):
-        if spec.part == "train" and re.search(r"-train-\w+-4-",
-                                              str(distributed.get_worker()
-                                                  .get_current_task())):
-            time.sleep(8)
-        return original(spec, *args)
-
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                      dashboard_address=":0") as cluster, \
-            Client(cluster, set_as_default=False) as c, \
-            dask.config.set({"sk-twolayer.dask.evaluation-timeout": "2s"}):
-        monkeypatch.setattr(_worker, "worker_terms", stuck)
-        clf.client = c
-        start = time.monotonic()
-        with pytest.raises(RuntimeError, match=r"Evaluation 4 of the loss took more "
-                                               r"than 2 s.*evaluation-timeout"):
-            clf.fit(_dask(X, 600), _dask(y, 600))
-        assert time.monotonic() - start < 8
-        # Nothing of it left: the stuck task goes on, its result unwanted.
-        clean = (0, {w: 0 for w in c.nthreads()}, {w: (0, 0) for w in c.nthreads()})
-        assert _left_after(c, clean, wait=15)[0] == 0
-    clf.client = None
-    assert _unchanged(clf) == before
 
 
 # ------------------------------------------------------------------ bad input

@@ -24,7 +24,7 @@ class Settings(NamedTuple):
 
     fan_in: int
     star_workers: int
-    direct: bool
+    direct: bool | None  # None: as the client says (direct_transfers)
     task_bytes: int
     balance: bool
     balance_rounds: int
@@ -32,6 +32,19 @@ class Settings(NamedTuple):
     no_workers_timeout: float  # seconds
     evaluation_timeout: float | None  # seconds; None: no limit
     retries: int
+
+
+def _true_false_or_null(value, name):
+    """A setting that is true, false or null, given as such or as text (an
+    environment variable's value, say)."""
+    if value is None or isinstance(value, bool):
+        return value
+    words = {"true": True, "false": False, "null": None, "none": None}
+    if isinstance(value, str) and value.strip().lower() in words:
+        return words[value.strip().lower()]
+    raise ValueError(
+        f"sk-twolayer.dask.{name} must be true, false or null, got {value!r}."
+    )
 
 
 def settings():
@@ -42,7 +55,7 @@ def settings():
     current = Settings(
         fan_in=int(get("fan-in")),
         star_workers=int(get("star-workers")),
-        direct=bool(get("direct-transfers")),
+        direct=_true_false_or_null(get("direct-transfers"), "direct-transfers"),
         task_bytes=parse_bytes(get("task-size")),
         balance=bool(get("balance")),
         balance_rounds=int(get("balance-rounds")),
@@ -85,3 +98,17 @@ def settings():
             f"sk-twolayer.dask.retries must be 0 or more, got {current.retries}."
         )
     return current
+
+
+def direct_transfers(settings, client):
+    """Whether a fit's evaluations are calls from the client to the workers
+    (:mod:`._calls`), rather than task graphs through the scheduler
+    (:mod:`._graph`): the setting, where the client allows it
+    (``Client(direct_to_workers=False)`` is never overridden); with neither
+    saying, calls (a fit goes through the scheduler where its first call
+    cannot reach a worker that the scheduler sees running:
+    :class:`~._objective.DistributedObjective`)."""
+    if getattr(client, "direct_to_workers", None) is False:
+        return False
+    return True if settings.direct is None else settings.direct
+

@@ -4,29 +4,37 @@ Dask itself recovers from most losses: a block lost with its worker is
 recomputed from its source (the persisted blocks keep their graph), and a
 task whose worker died runs elsewhere. What is left to a fit:
 
-- to see every worker, on every supported release (:func:`workers_of`);
-- not to wait forever where no worker is left, nor longer than
-  ``evaluation-timeout`` for one evaluation (:class:`Watch`);
+- to see every worker, on every supported release, from a fresh reply of
+  the scheduler (:func:`workers_of`);
+- not to wait forever where no worker is left, nor past a deadline
+  (``evaluation-timeout``, :class:`Deadline`), and never to take a task's
+  own exception for the end of a wait (:class:`Watch`): on Python 3.11
+  and later ``socket.timeout``, ``asyncio.TimeoutError`` and
+  ``concurrent.futures.TimeoutError`` are all the builtin ``TimeoutError``;
 - to try an evaluation again where its tasks' workers died under them too
-  often (``KilledWorker``) or the parameters, which have no source, were
-  lost with a worker (:func:`retry_or_raise`);
+  often (``KilledWorker``), the parameters, which have no source, were
+  lost with a worker, or a task failed (:class:`TaskFailed`: reading a
+  lost block again timed out, say) (:func:`retry_or_raise`);
 - to say clearly what went wrong and what to do where the fit cannot go
   on: a closed client, a lost scheduler, data without a source lost, a
-  block that kills its workers (the ``*_error`` functions and
-  :func:`translated`).
+  block that kills its workers, a task that keeps failing (the ``*_error``
+  functions and :func:`translated`).
 """
 
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import logging
+import socket
 import time
 import weakref
 from typing import NamedTuple
 
 import distributed
 from distributed.comm.core import CommClosedError
-from distributed.scheduler import KilledWorker  # noqa: F401 (for the callers)
+from distributed.comm import get_address_host_port
+from distributed.scheduler import KilledWorker, Scheduler
 
 logger = logging.getLogger("sk_twolayer.dask")
 
@@ -39,6 +47,50 @@ class ParametersLost(Exception):
     """The parameters could not be sent to a worker: it left meanwhile."""
 
 
+class WorkerLost(Exception):
+    """A worker that an evaluation called could not be reached: it died, or
+    left, or the client (or its parent in the tree) cannot reach it."""
+
+
+class TaskFailed(Exception):
+    """A task of the fit raised ``error`` (its own exception, which a wait
+    must not take for a timeout); ``task`` names the task."""
+
+    def __init__(self, error, task=None):
+        super().__init__(f"{task or 'a task'} raised {error!r}")
+        self.error, self.task = error, task
+
+
+class EvaluationTimeout(RuntimeError):
+    """An evaluation went past ``evaluation-timeout``."""
+
+
+class Deadline:
+    """When a wait must end: ``seconds`` from now (``None``: never), for
+    ``what`` (said in the error). ``left()`` is the time left, ``check()``
+    raises :class:`EvaluationTimeout` once it has passed."""
+
+    def __init__(self, seconds, what=None):
+        self.seconds, self.what = seconds, what
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def left(self):
+        return None if self.end is None else max(0.0, self.end - time.monotonic())
+
+    def check(self):
+        if self.end is not None and time.monotonic() >= self.end:
+            raise EvaluationTimeout(
+                f"{self.what or 'An evaluation of the loss'} took more than "
+                f"{self.seconds:g} s, the setting sk-twolayer.dask.evaluation-timeout "
+                "(which counts everything an evaluation does: sending the "
+                "parameters, its tasks, gathering their sums, and its tries "
+                "after lost workers or failed tasks), and the fit stopped: a "
+                "task may be stuck on a worker (see the dashboard's task "
+                "stream). Raise the setting (or set it to null, no limit) if "
+                "evaluations take that long."
+            )
+
+
 # ------------------------------------------------------------------ workers
 class WorkerInfo(NamedTuple):
     """What a fit needs to know of one worker."""
@@ -49,15 +101,28 @@ class WorkerInfo(NamedTuple):
     running: bool  # False while paused (memory) or closing
 
 
+# From distributed 2025.10 the scheduler's ``identity`` lists only the
+# first ``n_workers`` workers (5 by default up to 2026.6); earlier releases
+# take no argument and list them all.
+_ALL_WORKERS = ({"n_workers": -1}
+                if "n_workers" in inspect.signature(Scheduler.identity).parameters
+                else {})
+
+
 def workers_of(client):
     """Every worker of ``client``'s cluster, by address: :class:`WorkerInfo`.
 
-    From distributed 2025.10 through 2026.6, ``Client.scheduler_info()``
-    lists only the first 5 workers unless asked for all of them
-    (``n_workers=-1``); earlier releases list all and ignore the argument
-    (they take ``**kwargs``), and later ones list all by default.
+    Read from the scheduler's own reply, asked for every worker. Not from
+    ``Client.scheduler_info()``: up to distributed 2026.8 it returns the
+    client's cache of the reply, which the client's periodic refresh may
+    overwrite between the call and the read, with the first 5 workers
+    (2025.10 to 2026.6) or with none (2026.7 and 2026.8).
     """
-    workers = client.scheduler_info(n_workers=-1).get("workers") or {}
+    try:
+        identity = client.sync(client.scheduler.identity, **_ALL_WORKERS)
+    except TypeError:  # a scheduler older than this client
+        identity = client.sync(client.scheduler.identity)
+    workers = identity.get("workers") or {}
     out = {}
     for address, info in workers.items():
         metrics = info.get("metrics") or {}
@@ -86,7 +151,41 @@ def closed_client_error(client):
     )
 
 
+def _scheduler_answers(address, timeout=1.0):
+    """Whether a scheduler still listens at ``address``: True, False, or
+    None where that cannot be told (an address of another kind)."""
+    if not address:
+        return None
+    if address.startswith("inproc://"):  # a cluster in this process
+        from distributed.comm.inproc import global_manager
+
+        try:
+            return global_manager.get_listener_for(
+                address.split("://", 1)[1]) is not None
+        except ValueError:  # (another process's address)
+            return None
+    if not address.startswith(("tcp://", "tls://")):
+        return None
+    try:
+        socket.create_connection(get_address_host_port(address),
+                                 timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def lost_scheduler_error(client, address):
+    """The error of a client that stopped running during a call: closed
+    while its scheduler still answers, or cut off from a scheduler that
+    went away (or the network to it)."""
+    if client.status in ("closing", "closed") and _scheduler_answers(address):
+        return RuntimeError(
+            f"The Dask client {client.id} was closed during this call (its "
+            f"scheduler at {address} still answers). The model was left as "
+            "it was before this call. Keep the client open while it fits: "
+            "connect a new one (clf.client = Client(address)), or set "
+            "clf.client = None to use the current client, and call again."
+        )
     return RuntimeError(
         f"Lost the connection to the Dask scheduler at {address} (client "
         f"{client.id}, now {client.status}): the cluster went away, or the "
@@ -112,6 +211,18 @@ def reading_error():
         "again and again (KilledWorker): a block may not fit in a worker's "
         "memory. Cut X into smaller blocks (X.rechunk(...), "
         "df.repartition(...)), or use workers with more memory."
+    )
+
+
+def reading_failed(index, name, error, retries, again=False):
+    """The error of a block whose reading failed ``retries + 1`` times."""
+    return RuntimeError(
+        f"Reading row block {index} of {name}{' again' if again else ''} "
+        f"failed {retries + 1} times, the last time with {error!r}, and the "
+        "fit stopped (tries after the first: the setting "
+        f"sk-twolayer.dask.retries, {retries}). If its source is slow or "
+        "flaky, raise the setting; otherwise see the error's traceback for "
+        "its cause."
     )
 
 
@@ -180,46 +291,75 @@ class Watch:
         for future in futures:
             future.release()
 
-    def wait(self, futures, on_poll=None):
+    def _step(self, deadline):
+        """How long to wait before the next look at the cluster."""
+        left = None if deadline is None else deadline.left()
+        return self.settings.poll_interval if left is None else min(
+            self.settings.poll_interval, left)
+
+    def wait(self, futures, on_poll=None, deadline=None):
         """Wait until the futures are done (finished, erred or lost)."""
         while True:
             try:
                 with self.client.as_current():  # (wait uses the current client)
-                    distributed.wait(futures, timeout=self.settings.poll_interval)
+                    distributed.wait(futures, timeout=self._step(deadline))
                 return
             except _TIMEOUTS:
+                # (A wait's own timeout; should a release raise a task's
+                # TimeoutError here, the futures are done all the same.)
+                if all(f.done() for f in futures):
+                    return
                 self._poll(on_poll)
+                if deadline is not None:
+                    deadline.check()
 
-    def gather(self, futures, on_poll=None, timeout=None, what=None, direct=None):
-        """The futures' results.
+    def outcome(self, awaitable, on_poll=None, deadline=None):
+        """The result of ``awaitable``, run on the client's event loop.
 
-        The gather runs on the client's event loop as one request, which
-        this polls: a result lost with its worker while it is gathered is
-        recomputed, and waited for, as long as some worker is there to do it.
-        With ``timeout`` (seconds), it gives up after that long with an
-        error that names ``what`` it waited for. ``direct``: fetch the
-        results from the workers, not through the scheduler.
+        It runs as one request, which this polls, looking at the cluster
+        between looks; with a :class:`Deadline`, it is cancelled once that
+        has passed. The poll asks whether the request is done, and never
+        takes the request's own outcome for "not yet": a task that raised a
+        ``TimeoutError`` of its own has finished, and its error is raised
+        here as it came.
         """
-        request = asyncio.run_coroutine_threadsafe(
-            self.client.gather(futures, asynchronous=True, direct=direct),
-            self.client.loop.asyncio_loop)
-        start = time.monotonic()
+        async def run():
+            return await awaitable
+
+        request = asyncio.run_coroutine_threadsafe(run(), self.client.loop.asyncio_loop)
         try:
             while True:
-                try:
-                    return request.result(timeout=self.settings.poll_interval)
-                except concurrent.futures.TimeoutError:
-                    self._poll(on_poll)
-                    if timeout is not None and time.monotonic() - start > timeout:
-                        raise RuntimeError(
-                            f"{what} took more than {timeout:g} s, the setting "
-                            "sk-twolayer.dask.evaluation-timeout, and the fit "
-                            "stopped: a task may be stuck on a worker (see the "
-                            "dashboard's task stream). Raise the setting (or set "
-                            "it to null, no limit) if evaluations take that long."
-                        ) from None
+                done, _ = concurrent.futures.wait([request],
+                                                  timeout=self._step(deadline))
+                if done:
+                    break
+                self._poll(on_poll)
+                if deadline is not None:
+                    deadline.check()
         finally:
             request.cancel()
+        return request.result()
+
+    def gather(self, futures, on_poll=None, deadline=None, direct=None):
+        """The futures' results (:meth:`outcome` of the client's gather).
+
+        A result lost with its worker while it is gathered is recomputed,
+        and waited for, as long as some worker is there to do it.
+        ``direct``: fetch the results from the workers, not through the
+        scheduler. A task that failed raises :class:`TaskFailed`
+        (``KilledWorker`` and lost futures as they are).
+        """
+        try:
+            return self.outcome(self.client.gather(futures, asynchronous=True,
+                                                   direct=direct),
+                                on_poll=on_poll, deadline=deadline)
+        except (KilledWorker, Cancelled):
+            raise
+        except Exception as error:
+            erred = [f for f in futures if f.status == "error"]
+            if not erred:
+                raise
+            raise TaskFailed(error, erred[0].key) from error
 
     def workers(self):
         """Every worker (:class:`WorkerInfo`, by address), once one runs."""
@@ -240,11 +380,14 @@ class Watch:
             raise lost_scheduler_error(self.client, self.address)
 
     def _poll(self, on_poll, workers=None):
+        """A look at the cluster while waiting: an error where the client
+        stopped, or no worker has run for too long; ``on_poll(workers)``
+        looks too (at :class:`WorkerInfo` by address)."""
         self.check()
-        if on_poll is not None:
-            on_poll()
         if workers is None:
             workers = workers_of(self.client)
+        if on_poll is not None:
+            on_poll(workers)
         if any(info.running for info in workers.values()):
             self._since = None
         elif self._since is None:
@@ -273,20 +416,35 @@ class Watch:
 def retry_or_raise(error, attempt, settings, data_lost):
     """Return if a failed evaluation is to be tried again; else raise.
 
-    ``error`` is the ``KilledWorker``, ``Cancelled`` or
-    :class:`ParametersLost` that the evaluation met.
+    ``error`` is the ``KilledWorker``, ``Cancelled``, :class:`WorkerLost`,
+    :class:`ParametersLost` or :class:`TaskFailed` that the evaluation met.
     ``data_lost()`` says whether the data blocks themselves were lost beyond
     recovery: then nothing helps. Otherwise the evaluation's own futures
-    were lost (the parameters, with their worker) or its tasks killed their
-    workers too often, and it is tried again up to ``settings.retries``
-    times.
+    were lost (the parameters, with their worker), its tasks killed their
+    workers too often, or one of them failed, and it is tried again up to
+    ``settings.retries`` times; the error then says what failed, and what
+    to do about it.
     """
+    advice = ("Workers keep dying during this fit: look at their logs for the "
+              "cause (memory, most often), then fit again.")
     if isinstance(error, Cancelled):
         if data_lost():
             raise lost_data_error() from error
         reason = "its parameters were lost with a worker"
     elif isinstance(error, KilledWorker):
         reason = "its tasks' workers died under them (KilledWorker)"
+    elif isinstance(error, WorkerLost):
+        reason = f"a worker it called could not be reached ({error})"
+    elif isinstance(error, TaskFailed):
+        reason = f"{error.task or 'a task'} raised {error.error!r}"
+        if isinstance(error.error, MemoryError):
+            advice = ("A worker ran out of memory: lower the setting "
+                      "sk-twolayer.dask.task-size, or give the workers more "
+                      "memory, then fit again.")
+        else:
+            advice = ("The task keeps failing with this error: see its "
+                      "traceback (above), fix its cause (a source that cannot "
+                      "be read again, say), then fit again.")
     else:
         reason = f"the worker it sent the parameters to left ({error})"
     if attempt >= settings.retries:
@@ -294,8 +452,7 @@ def retry_or_raise(error, attempt, settings, data_lost):
             f"An evaluation of the loss failed {attempt + 1} times, the last "
             f"time because {reason}, and the fit stopped (tries after the "
             f"first: the setting sk-twolayer.dask.retries, {settings.retries}). "
-            "Workers keep dying during this fit: look at their logs for the "
-            "cause (memory, most often), then fit again."
-        ) from error
+            + advice
+        ) from (error.error if isinstance(error, TaskFailed) else error)
     logger.warning("An evaluation is tried again (%d of %d): %s.", attempt + 1,
                    settings.retries, reason)

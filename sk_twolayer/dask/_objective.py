@@ -1,48 +1,44 @@
 """The distributed objective: broadcast theta, evaluate the blocks, reduce.
 
-One evaluation of the data term reaches the scheduler as one task graph
-over the blocks that the workers hold (:class:`~._placement.Plan`), with
-theta and the totals sent between the client and the workers directly
-(``direct-transfers``), not through the scheduler:
+One evaluation of the data term sums every prepared block's share of it,
+on the workers that hold the blocks, by the plan of :mod:`._placement`
+(a star of the workers, or a tree of fan-in ``fan-in``). It travels one of
+two ways:
 
-- **broadcast**: on a few workers (``star-workers``), the client sends
-  theta to each; on more, theta leaves the client once, to the root
-  worker, and every other worker gets it from its parent in a tree of
-  fan-in ``fan_in`` (a ``relay`` task leaves a copy on each inner node,
-  and the leaves' tasks fetch it from their parent), so that no worker
-  sends it more than ``fan_in`` times, whatever the number of workers;
-- **evaluate**: one task per worker (``worker_terms``), which evaluates
-  its blocks through the in-memory loss on all the worker's threads at
-  once; the scheduler's work grows with the workers, not their threads.
-  Where a worker's rows do not fit in memory at once, a task per group of
-  blocks of at most ``task-size``, between which Dask can spill;
-- **reduce**: each worker adds up its tasks' partial sums, then (a tree)
-  those of its children, in a fixed order; the client receives one loss
-  and one gradient (a star: each worker's, which it adds in plan order).
+- **calls** (:mod:`._calls`, where the client reaches the workers: the
+  default): the client calls the workers' own RPC with theta, and they
+  answer with their totals, worker to worker in a tree; the scheduler
+  takes no part in an evaluation, only in setting up, in replacing a lost
+  worker and in ending the fit;
+- **a task graph** (:mod:`._graph`, where the client cannot reach the
+  workers: ``direct-transfers: false``, a client made with
+  ``direct_to_workers=False``, or a first call that fails where the same
+  evaluation through the scheduler works, with a warning): one graph per
+  evaluation, through the scheduler.
 
-Tasks prefer the worker of their blocks (or node) but may run anywhere, so
-that a lost worker never leaves one waiting; an evaluation whose tasks ran
-elsewhere makes the next one look again where the blocks are.
+An evaluation that lost a worker, whose evaluation failed on a worker, or
+whose blocks moved, is planned anew (where the blocks are now, once Dask
+has recomputed those lost with their worker) and tried again
+(``retries``), and one evaluation, tries included, ends by
+``evaluation-timeout``. Either way the sums are added in plan order: for a
+given placement, the same bits.
 """
 
-import asyncio
 import itertools
+import time
 from typing import NamedTuple
 
 import numpy as np
-from dask.highlevelgraph import HighLevelGraph
 
 from . import _placement, _worker
-from ._faults import Cancelled, KilledWorker, ParametersLost, retry_or_raise
+from ._calls import CallPath
+from ._config import direct_transfers
+from ._faults import (Cancelled, Deadline, KilledWorker, ParametersLost, TaskFailed,
+                      WorkerLost, lost_data_error, reading_failed, retry_or_raise,
+                      workers_of)
+from ._graph import GraphPath
 from .._namespace import NUMPY
-
-# What sending the parameters to a worker that leaves meanwhile raises:
-# distributed's CommClosedError is an OSError; an address the scheduler
-# no longer knows, a KeyError; a worker that never answers, a timeout.
-_SENDING = (OSError, KeyError, TimeoutError, asyncio.TimeoutError)
-# How long theta waits to be sent to a worker that is not running (paused,
-# or gone but not yet seen to be) before the evaluation is planned anew.
-_SEND_TIMEOUT = 5  # seconds
+from .._warnings import warn
 
 
 class Part(NamedTuple):
@@ -98,23 +94,12 @@ class Placed(NamedTuple):
     parts: Parts
 
 
-class Broadcast(NamedTuple):
-    """The parameters of the last evaluation, as sent to the workers of a
-    plan (as a star, or down a tree): ``copies[k]`` is the future worker
-    ``k``'s tasks take them from."""
-
-    theta: object
-    workers: tuple
-    star: bool
-    copies: list
-
-
 class DistributedObjective:
     """The data term over blocks on the workers, one evaluation at a time.
 
     ``placed`` is the fit's :class:`Placed` blocks; ``spec`` is the
-    :class:`~._worker.LossSpec` of the fit (its ``part`` and ``weight_sum``
-    are set per part here).
+    :class:`~._worker.LossSpec` of the fit (its ``part``, ``weight_sum``
+    and ``evaluation`` are set per evaluation here).
     """
 
     def __init__(self, client, placed, spec, settings, watch):
@@ -122,17 +107,16 @@ class DistributedObjective:
         self.settings, self.watch = settings, watch
         self.evaluations = 0
         self._plans = None
-        self._last = None  # the last Broadcast
+        # Calls where the client may reach the workers, else a task graph.
+        self.calls = (CallPath(client, watch, spec.token)
+                      if direct_transfers(settings, client) else None)
+        self.graph = GraphPath(client, placed.blocks, settings, watch)
 
     # ------------------------------------------------------------- planning
-    def plan(self, part):
+    def plan(self, part, deadline=None):
         """The plan of ``part``, from where the blocks are now."""
         if self._plans is None:
-            blocks = self.placed.blocks
-            who_has = self.client.who_has(blocks)
-            locations = [_placement.where(placed, who_has.get(block.key) or ())
-                         for placed, block in zip(self.placed.workers, blocks)]
-            workers = self.watch.workers()
+            locations, workers = self._where_blocks_are(deadline)
             self._plans = {
                 name: _placement.plan(locations, p.blocks, self.settings.fan_in,
                                       workers, p.nbytes, self.settings.task_bytes)
@@ -144,35 +128,34 @@ class DistributedObjective:
         """Look again where the blocks are before the next evaluation."""
         self._plans = None
 
-    # ----------------------------------------------------------- evaluating
-    def terms(self, part, theta):
-        """The sum of all blocks' shares of ``part`` at ``theta``: a
-        :class:`~._worker.Partial` whose value is the loss (and, for
-        ``"val"``, the accuracy) and whose grad is the data term's gradient
-        (float64; None for ``"val"``)."""
-        self.evaluations += 1
-        for attempt in itertools.count():
-            plan = self.plan(part)
-            try:
-                totals = self._submit(part, theta, plan, attempt)
-                partials = self.watch.gather(
-                    totals, direct=self.settings.direct,
-                    timeout=self.settings.evaluation_timeout,
-                    what=f"Evaluation {self.evaluations} of the loss")
-            except (KilledWorker, Cancelled, ParametersLost) as error:
-                retry_or_raise(error, attempt, self.settings, self._data_lost)
-                self.replan()
-                continue
-            # (One total from a tree; from a star, the workers', in plan order.)
-            result = _worker.add(*partials) if len(partials) > 1 else partials[0]
-            if not result.planned:
-                self.replan()
-            return result
+    def _where_blocks_are(self, deadline=None):
+        """The worker of each block, and the workers (:class:`WorkerInfo`).
 
-    def _data_lost(self):
-        # ("lost" is a block lost with its worker that the scheduler will
-        # compute again; "cancelled", one it cannot.)
-        return any(block.status == "cancelled" for block in self.placed.blocks)
+        Calls evaluate each block where it is: they first wait until every
+        block is on a live worker (Dask recomputes those lost with a
+        worker, and the scheduler may not have seen a worker go yet). Task
+        graphs run anywhere: a block whose holder is not known goes to
+        None, anywhere.
+        """
+        blocks = self.placed.blocks
+        while True:
+            if self._data_lost():
+                raise lost_data_error()
+            self._check_read()
+            if self.calls is not None:
+                try:
+                    self.watch.wait(blocks, deadline=deadline)
+                except Cancelled as error:
+                    raise lost_data_error() from error
+            who_has = self.client.who_has(blocks)
+            workers = self.watch.workers()
+            locations = [_placement.where(placed, who_has.get(block.key) or ())
+                         for placed, block in zip(self.placed.workers, blocks)]
+            if self.calls is None or all(w in workers for w in locations):
+                return locations, workers
+            if deadline is not None:
+                deadline.check()
+            time.sleep(min(0.05, self.settings.poll_interval))
 
     def star(self, plan):
         """Whether an evaluation of ``plan`` is a star: the client sends the
@@ -182,149 +165,88 @@ class DistributedObjective:
         client, the root and every node is bounded whatever the workers)."""
         return len(plan.workers) <= self.settings.star_workers
 
-    def _submit(self, part, theta, plan, attempt):
-        """Send theta out, and submit one evaluation as one task graph; the
-        futures of its totals: the root's (a tree), or each worker's (a
-        star).
+    # ----------------------------------------------------------- evaluating
+    def terms(self, part, theta):
+        """The sum of all blocks' shares of ``part`` at ``theta``: a
+        :class:`~._worker.Partial` whose value is the loss (and, for
+        ``"val"``, the accuracy) and whose grad is the data term's gradient
+        (float64; None for ``"val"``)."""
+        self.evaluations += 1
+        self.watch.check()  # (calls to workers would not notice)
+        spec = self.spec._replace(
+            part=part, weight_sum=getattr(self.placed.parts, part).weight_sum,
+            evaluation=self.evaluations)
+        deadline = Deadline(self.settings.evaluation_timeout,
+                            f"Evaluation {self.evaluations} of the loss")
+        for attempt in itertools.count():
+            deadline.check()
+            try:
+                plan = self.plan(part, deadline)
+                result = self._attempt(spec, theta, plan, attempt, deadline)
+            except _worker.BlockMissing:
+                # (The blocks moved: stolen, rebalanced or recomputed.)
+                if attempt >= self.settings.retries + 10:
+                    raise
+            except WorkerLost as error:
+                if not self._reached_before(plan):
+                    continue  # now through the scheduler
+                retry_or_raise(error, attempt, self.settings, self._data_lost)
+            except (KilledWorker, Cancelled, ParametersLost, TaskFailed) as error:
+                self._check_read()
+                retry_or_raise(error, attempt, self.settings, self._data_lost)
+            else:
+                if not result.planned:
+                    self.replan()
+                return result
+            self.replan()
 
-        Each worker evaluates its blocks in one task (``worker_terms``: the
-        groups of :func:`~._placement.tasks` at once, on its threads; more
-        tasks only where its rows do not fit in memory at once), and adds
-        its children's totals to its own (``add``); inner nodes of a tree
-        pass theta on (``relay``). Tasks prefer their worker but may run
-        anywhere, so that a lost worker never leaves one waiting.
+    def _attempt(self, spec, theta, plan, attempt, deadline):
+        """One try of an evaluation, by calls or as a task graph."""
+        if self.calls is not None:
+            return self.calls.evaluate(spec, theta, plan, self.placed.blocks,
+                                       self.star(plan), deadline)
+        return self.graph.evaluate(spec, theta, plan, self.star(plan), attempt,
+                                   deadline)
+
+    def _reached_before(self, plan):
+        """After a call that could not reach a worker: whether calls go on.
+
+        Where no call of the fit has been answered yet, and a worker that
+        the scheduler sees running does not answer the client either, the
+        client cannot reach the workers (a gateway or a NAT between them):
+        the fit goes on through the scheduler, with a warning.
         """
-        spec = self.spec._replace(part=part,
-                                  weight_sum=getattr(self.placed.parts, part).weight_sum)
-        prefix = f"sk-twolayer-{part}-{spec.token}-{self.evaluations}-{attempt}"
-        star = self.star(plan)
-        copies, relays = self._broadcast(theta, plan, prefix, reuse=attempt == 0,
-                                         star=star)
-        graph = _Graph(prefix)
-        for k in relays:  # theta down the tree, to its inner nodes
-            graph.add(plan.workers[k], copies[k],
-                      (_worker.relay, copies[plan.parent(k)]), priority=1)
-        totals = {}
-        for k in reversed(range(len(plan.workers))):  # leaves first
-            worker = plan.workers[k]
-            inputs = []
-            for j, task in enumerate(plan.tasks[k]):
-                blocks = [self.placed.blocks[i] for group in task for i in group]
-                ends = np.cumsum([len(group) for group in task])
-                positions = tuple(tuple(range(end - len(group), end))
-                                  for group, end in zip(task, ends))
-                key = f"{prefix}-evaluate-{k}-{j}"
-                graph.add(worker, key, (_worker.worker_terms, spec, copies[k], worker,
-                                        positions, *blocks))
-                inputs.append(key)
-            if not star:
-                inputs += [totals.pop(child) for child in plan.children(k)]
-            totals[k] = self._sum(graph, worker, inputs, f"{prefix}-sum-{k}")
-        outputs = [totals[k] for k in sorted(totals)]
-        futures = self.watch.held(self.client.get(
-            graph.hlg(), outputs + [copies[k] for k in relays], sync=False))
-        # The relays' copies, kept with theta for a validation pass at it.
-        relayed = dict(zip([copies[k] for k in relays], futures[len(outputs):]))
-        self._last = self._last._replace(
-            copies=[relayed.get(c, c) if isinstance(c, str) else c for c in copies])
-        return futures[:len(outputs)]
+        calls = self.calls
+        if calls.answered:
+            return True
+        running = [w for w, info in workers_of(self.client).items() if info.running]
+        unreachable = [w for w in plan.workers if w in running and not calls.reaches(w)]
+        if not unreachable:
+            return True
+        self.calls = None
+        warn(
+            f"Could not reach the workers directly (worker {unreachable[0]} does "
+            "not answer the client, although the scheduler sees it running): a "
+            "gateway or a NAT may lie between them. This fit evaluates through "
+            "the scheduler instead, one task graph per evaluation (slower). "
+            "Set the setting sk-twolayer.dask.direct-transfers to false (or "
+            "make the client with direct_to_workers=False) to skip the try.",
+            UserWarning)
+        return False
 
-    def _broadcast(self, theta, plan, prefix, reuse, star):
-        """For each worker of ``plan``, where its tasks take theta from; and
-        the workers that are to relay it in this evaluation's graph.
+    def _data_lost(self):
+        # ("lost" is a block lost with its worker that the scheduler will
+        # compute again; "cancelled", one it cannot.)
+        return any(block.status == "cancelled" for block in self.placed.blocks)
 
-        A star: a copy sent to each running worker. A tree: theta leaves the client
-        once, to the root worker; each inner node of the tree gets a copy
-        from its parent (a ``relay`` task, whose key is its entry), and a
-        leaf's tasks fetch theirs from its parent (the parent's entry). A
-        validation pass at the point just evaluated reuses the copies of
-        that evaluation.
-        """
-        last = self._last
-        if (reuse and last is not None and last.workers == plan.workers
-                and last.star == star and np.array_equal(last.theta, theta)):
-            return last.copies, []
-        if star:
-            # (A worker that runs no task now, paused or unknown, gets none:
-            # its tasks run elsewhere.)
-            copies = self._scatter(theta, plan.workers[:max(plan.running, 1)])
-            copies += copies[:1] * (len(plan.workers) - len(copies))
-            relays = []
-        else:
-            copies = self._scatter(theta, plan.workers[:1])
-            relays = [k for k in range(1, len(plan.workers)) if len(plan.children(k))]
-            for k in range(1, len(plan.workers)):
-                copies.append(f"{prefix}-relay-{k}" if k in relays
-                              else copies[plan.parent(k)])
-        self._last = Broadcast(theta.copy(), plan.workers, star, copies)
-        return copies, relays
-
-    def _scatter(self, theta, workers):
-        """A copy of theta sent to each of ``workers`` (None: anywhere), in
-        one call (one round trip to the scheduler, whatever the workers).
-
-        A worker that has left, or left while it is sent, or is paused,
-        raises :class:`~._faults.ParametersLost`: the evaluation is planned
-        anew and tried again. (Where fewer workers took copies than were
-        asked for, the others' tasks fetch one.)
-        """
-        named = [w for w in workers if w is not None]
-        try:
-            futures = self.watch.held(self.client.scatter(
-                [theta] * len(workers), hash=False, workers=named or None,
-                direct=self.settings.direct,
-                timeout=_SEND_TIMEOUT if named else self.settings.no_workers_timeout))
-            if len(futures) == 1:
-                return futures
-            who_has = self.client.who_has(futures)
-        except _SENDING as error:
-            raise ParametersLost(repr(error)) from error
-        held = {w: f for f in futures for w in who_has.get(f.key, ())}
-        return [held.get(w, futures[0]) for w in workers]
-
-    def _sum(self, graph, worker, inputs, key):
-        """The key of the sum of ``inputs`` on ``worker``, in their order
-        (the one input itself where there is one).
-
-        A chain of ``add`` tasks, each taking the running sum and up to
-        ``fan_in`` more inputs: each runs as soon as its inputs are there,
-        so the worker's total is ready one task after its last input, and
-        at most ``fan_in`` partial sums wait in memory to be added.
-        """
-        total, rest = inputs[0], inputs[1:]
-        step = self.settings.fan_in
-        for j in range(0, len(rest), step):
-            graph.add(worker, f"{key}-{j}", (_worker.add, total, *rest[j:j + step]),
-                      priority=1)
-            total = f"{key}-{j}"
-        return total
-
-
-class _Graph:
-    """One evaluation's tasks, sent to the scheduler as one graph.
-
-    A layer per worker and priority, annotated with the worker (preferred,
-    not required: ``allow_other_workers``), as Dask's ``annotate`` does for
-    the collections built under it.
-    """
-
-    def __init__(self, prefix):
-        self.prefix, self.layers = prefix, {}
-
-    def add(self, worker, key, task, priority=0):
-        self.layers.setdefault((worker, priority), {})[key] = task
-
-    def hlg(self):
-        layers, annotations = {}, {}
-        for n, ((worker, priority), tasks) in enumerate(self.layers.items()):
-            name = f"{self.prefix}-layer-{n}"
-            layers[name] = tasks
-            annotations[name] = dict(_placement.restriction(worker),
-                                     **({"priority": priority} if priority else {}))
-        graph = HighLevelGraph(layers, {name: set() for name in layers})
-        for name, annotation in annotations.items():
-            graph.layers[name].annotations = annotation or None
-        return graph
+    def _check_read(self):
+        """The error of a block lost with its worker whose reading again
+        failed, after Dask's tries (a source that timed out, say)."""
+        for i, block in enumerate(self.placed.blocks):
+            if block.status == "error":
+                error = block.exception()
+                raise reading_failed(i, "X", error, self.settings.retries,
+                                     again=True) from error
 
 
 class DistributedLoss:

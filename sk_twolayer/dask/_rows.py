@@ -44,7 +44,8 @@ from .._classifier import _check_validation_weight
 from .._namespace import NUMPY
 from . import _placement, _worker
 from ._config import settings
-from ._faults import KilledWorker, Watch, logger, reading_error
+from ._faults import (KilledWorker, TaskFailed, Watch, logger, reading_error,
+                      reading_failed)
 from ._inputs import is_dask, is_sparse, memory_blocks, meta, row_blocks
 from ._objective import DistributedLoss, DistributedObjective, Parts, Placed
 
@@ -117,19 +118,34 @@ class DaskRows:
             row = self.n_features * np.dtype(self.dtype).itemsize
             _placement.check_room([0 if np.isnan(n) else n * row
                                    for n in blocks.lengths], workers, pause, names[0])
+        # (Dask tries the reading of a block again where it fails: a source
+        # that timed out, say; the checks return bad data, never raise.)
         checked = self.watch.held(self.client.compute([
             dask.delayed(_worker.check_block, pure=False)(
                 i, xb, blocks.y[i], None if blocks.sample_weight is None
                 else blocks.sample_weight[i], self.dtype, names)
             for i, xb in enumerate(blocks.X)
-        ]))
-        try:
-            stats = self.watch.gather(self.watch.held(
-                self.client.map(_worker.stats_of, checked, pure=False)))
-        except KilledWorker as error:
-            raise reading_error() from error
+        ], retries=self.settings.retries))
+        stats = self._gather(self.watch.held(
+            self.client.map(_worker.stats_of, checked, pure=False)), names[0])
+        bad = [s.error for s in stats if s.error is not None]
+        if bad:
+            raise bad[0]
         _placement.check_room([s.nbytes for s in stats], workers, pause, names[0])
         return checked, stats
+
+    def _gather(self, futures, name):
+        """The results of ``futures``, one per row block of ``name``; a
+        block that could not be read, after Dask's tries (``retries``), is
+        an error that names it, its cause and the setting."""
+        try:
+            return self.watch.gather(futures)
+        except KilledWorker as error:
+            raise reading_error() from error
+        except TaskFailed as failed:
+            erred = [i for i, f in enumerate(futures) if f.status == "error"]
+            raise reading_failed(erred[0] if erred else "?", name, failed.error,
+                                 self.settings.retries) from failed.error
 
     # --------------------------------------------------- the fit's interface
     @property
@@ -207,7 +223,7 @@ class DaskRows:
         blocks = self.watch.held([
             self.client.submit(_worker.prepare_block, checked, int(offset),
                                labels=self.labels, per_class=self._per_class,
-                               split=split, pure=False,
+                               split=split, pure=False, retries=self.settings.retries,
                                **_placement.restriction(worker))
             for checked, offset, worker in zip(self._checked, offsets, placed)
         ])
@@ -239,11 +255,11 @@ class DaskRows:
         who_has = self.client.who_has(blocks)
         where = [_placement.where(worker, who_has.get(block.key) or ())
                  for block, worker in zip(blocks, placed)]
-        return self.watch.gather(self.watch.held([
+        return self._gather(self.watch.held([
             self.client.submit(_worker.summary_of, block, pure=False,
                                **_placement.restriction(worker))
             for block, worker in zip(blocks, where)
-        ]))
+        ]), "X")
 
     # ---------------------------------------------------- the validation set
     def _given(self, estimator, validation):
@@ -266,5 +282,6 @@ class DaskRows:
         checked, _ = self._check(blocks, sparse, _VALIDATION_NAMES)
         return self.watch.held([
             self.client.submit(_worker.prepare_block, block, 0, labels=self.labels,
-                               per_class=None, split="val", pure=False)
+                               per_class=None, split="val", pure=False,
+                               retries=self.settings.retries)
             for block in checked])

@@ -2,19 +2,23 @@
 
 Each function here takes and returns plain values (row blocks, summaries,
 partial sums); the client submits them as tasks, one per block or per node
-of the reduction tree (:mod:`._objective`). The loss is the in-memory
-:class:`~sk_twolayer._loss.TwoLayerLoss`, one per fit and worker thread,
-kept with its scratch buffers across evaluations.
+of the reduction tree (:mod:`._graph`), or, for the evaluations, calls them
+through the workers' own RPC, which :func:`serve` answers (:mod:`._calls`).
+The loss is the in-memory :class:`~sk_twolayer._loss.TwoLayerLoss`, one
+per fit and worker thread, kept with its scratch buffers across
+evaluations.
 """
 
-import collections
+import asyncio
 import concurrent.futures
+import pickle
 import threading
 import weakref
 from typing import NamedTuple
 
 import distributed
 import numpy as np
+from distributed.protocol.serialize import to_serialize
 import scipy.sparse as sp
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_array, column_or_1d
@@ -34,12 +38,14 @@ class Rows(NamedTuple):
 
 
 class BlockStats(NamedTuple):
-    """What the client learns of a checked block: enough to plan the fit."""
+    """What the client learns of a checked block: enough to plan the fit,
+    or, for a block of bad data, the error that says what is wrong with it."""
 
     n_rows: int
     labels: np.ndarray  # the distinct labels of the block, sorted
     mass: np.ndarray  # the summed sample weight of each of them
     nbytes: int  # the memory its rows take on a worker
+    error: Exception | None = None  # bad data: the checks' ValueError
 
 
 class Checked(NamedTuple):
@@ -82,6 +88,7 @@ class LossSpec(NamedTuple):
     activation: str
     uniform: bool  # equal positive weights: evaluate without them
     weight_sum: float  # of all the part's rows: each block adds its share
+    evaluation: int = 0  # which evaluation of the fit (said in errors and logs)
 
 
 class Partial(NamedTuple):
@@ -124,7 +131,10 @@ def check_block(index, X, y, sample_weight, dtype, names=("X", "y", "sample_weig
     """One row block checked as the in-memory fit checks its data.
 
     A block without rows is fine (a filtered partition, say): it is kept,
-    and contributes nothing. ``index`` names the block in errors.
+    and contributes nothing. ``index`` names the block in errors. Bad data
+    is not raised but returned (:class:`BlockStats` ``error``): the task
+    succeeds, so that Dask tries again only what failed otherwise (a
+    source that timed out, say), never the checks of bad data.
     """
     try:
         X = check_array(X, accept_sparse="csr", dtype=dtype, order="C",
@@ -153,7 +163,8 @@ def check_block(index, X, y, sample_weight, dtype, names=("X", "y", "sample_weig
                 )
             sample_weight = np.empty(0, dtype=dtype)
     except ValueError as error:
-        raise ValueError(f"In row block {index} of {names[0]}: {error}") from None
+        bad = ValueError(f"In row block {index} of {names[0]}: {error}")
+        return Checked(None, BlockStats(0, np.empty(0), np.empty(0), 0, bad))
     labels, inverse = np.unique(y, return_inverse=True)
     rows = Rows(X, y, sample_weight)
     return Checked(rows, BlockStats(
@@ -229,48 +240,95 @@ def moved(prepared):
 
 
 # ---------------------------------------------------------------- evaluating
-# Per worker process: for the running fits (by token), each thread's loss
-# object. A fit drops its own when it ends (forget); should it not reach the
-# workers then (its client lost), only the latest fits' are kept.
-_LOSSES = collections.OrderedDict()
-_LOSSES_LOCK = threading.Lock()
-_KEEP_FITS = 2
+# Per worker: for each running fit (by token), each thread's loss object and
+# the keys of the fit's blocks seen on the worker. A fit drops its own when
+# it ends (forget). Should it not reach the workers then (its client closed,
+# say), each worker drops a fit's scratch once it holds none of the fit's
+# blocks any more (a look every second, while it has scratch). However many
+# fits run at once (a threaded search, several users), each keeps its own.
+_SCRATCH = weakref.WeakKeyDictionary()
+_MADE = weakref.WeakKeyDictionary()  # worker -> the loss objects made there
+_LOCK = threading.Lock()
+_PRUNE_MS = 1000
 
 
-def loss_for(spec):
-    """The loss object of this fit and thread, and a gradient buffer, kept
-    across evaluations, as the in-memory L-BFGS keeps its one loss object:
-    the scratch memory is allocated once per fit."""
-    with _LOSSES_LOCK:
-        per_thread = _LOSSES.setdefault(spec.token, {})
-        _LOSSES.move_to_end(spec.token)
-        while len(_LOSSES) > _KEEP_FITS:
-            _LOSSES.popitem(last=False)
-        kept = per_thread.get(threading.get_ident())
+class _Scratch:
+    """One fit's scratch on one worker."""
+
+    def __init__(self):
+        self.losses = {}  # thread ident -> (TwoLayerLoss, gradient buffer)
+        self.keys = set()  # keys of the fit's blocks seen on this worker
+
+
+def loss_for(spec, worker, keys=()):
+    """The loss object of this fit and thread on ``worker``, and a gradient
+    buffer, kept across evaluations, as the in-memory L-BFGS keeps its one
+    loss object: the scratch memory is allocated once per fit. ``keys``
+    (of the blocks being evaluated) tie it to the fit's blocks."""
+    with _LOCK:
+        fits = _SCRATCH.setdefault(worker, {})
+        scratch = fits.get(spec.token)
+        if scratch is None:
+            scratch = fits[spec.token] = _Scratch()
+            if len(fits) == 1:
+                worker.loop.add_callback(_watch_scratch, worker)
+        scratch.keys.update(keys)
+        kept = scratch.losses.get(threading.get_ident())
         if kept is None:
             layout = ParamLayout(*spec.shape, dtype=spec.dtype)
-            kept = per_thread[threading.get_ident()] = (
+            kept = scratch.losses[threading.get_ident()] = (
                 TwoLayerLoss(layout, activation=spec.activation),
                 np.empty(layout.size, dtype=layout.dtype))
+            _MADE.setdefault(worker, weakref.WeakSet()).add(kept[0])
     return kept
 
 
-def forget(token):
+def _watch_scratch(worker):
+    """On the worker's event loop: look every second for scratch whose fit
+    left no block on the worker, and drop it; stop once none is left."""
+    from tornado.ioloop import PeriodicCallback
+
+    name = "sk-twolayer-scratch"
+    if name in worker.periodic_callbacks:
+        return
+
+    def prune():
+        with _LOCK:
+            fits = _SCRATCH.get(worker, {})
+            for token, scratch in list(fits.items()):
+                if not any(key in worker.state.tasks for key in scratch.keys):
+                    del fits[token]
+            if not fits:
+                worker.periodic_callbacks.pop(name).stop()
+
+    callback = worker.periodic_callbacks[name] = PeriodicCallback(prune, _PRUNE_MS)
+    callback.start()
+
+
+def scratch_of(worker):
+    """The fits with scratch on ``worker``, and the loss objects made there
+    that are still alive, wherever they are held."""
+    with _LOCK:
+        return len(_SCRATCH.get(worker, {})), len(_MADE.get(worker, ()))
+
+
+def forget(token, dask_worker=None):
     """Drop the scratch memory of fit ``token`` (run on every worker when
     the fit ends, whatever its outcome)."""
-    with _LOSSES_LOCK:
-        _LOSSES.pop(token, None)
+    with _LOCK:
+        _SCRATCH.get(dask_worker, {}).pop(token, None)
 
 
-def block_terms(spec, theta, blocks):
+def block_terms(spec, theta, blocks, worker, keys=()):
     """The blocks' share of the objective at ``theta``, as a :class:`Partial`.
 
     Training rows give ``sum_i w_i l_i / W`` and its gradient, with ``W``
     the weight of all the training rows: the shares of all blocks add up to
     the in-memory data term. Validation rows give the shares of the
-    validation loss and accuracy. Run on one thread, with its loss object.
+    validation loss and accuracy. Run on one thread of ``worker``, with its
+    loss object; ``keys`` are the blocks' keys.
     """
-    loss, buffer = loss_for(spec)
+    loss, buffer = loss_for(spec, worker, keys)
     value = np.zeros(1 if spec.part == "train" else 2)
     grad = np.zeros(loss.layout.size) if spec.part == "train" else None
     for block in blocks:
@@ -295,7 +353,7 @@ _POOLS = weakref.WeakKeyDictionary()
 
 def _pool(worker):
     """The worker's pool: as many threads as the worker has."""
-    with _LOSSES_LOCK:
+    with _LOCK:
         pool = _POOLS.get(worker)
         if pool is None:
             pool = _POOLS[worker] = concurrent.futures.ThreadPoolExecutor(
@@ -314,12 +372,14 @@ def worker_terms(spec, theta, planned, groups, *blocks):
     whether it ran there).
     """
     worker = distributed.get_worker()
+    keys = worker.state.tasks[worker.get_current_task()].dependencies
+    keys = [dependency.key for dependency in keys]
     parts = [[blocks[i] for i in group] for group in groups]
     if len(parts) == 1:
-        partials = [block_terms(spec, theta, parts[0])]
+        partials = [block_terms(spec, theta, parts[0], worker, keys)]
     else:
         partials = list(_pool(worker).map(
-            lambda part: block_terms(spec, theta, part), parts))
+            lambda part: block_terms(spec, theta, part, worker, keys), parts))
     return add(*partials)._replace(planned=worker.address == planned)
 
 
@@ -339,6 +399,161 @@ def relay(theta):
     """The parameters, passed on: run on a worker, this leaves a copy there
     for the tasks of that worker and of its children in the tree."""
     return theta
+
+
+# ------------------------------------------------------ evaluations, called
+# The name of the workers' handler of an evaluation (a call to the worker's
+# own RPC server, which answers the scheduler and other workers too).
+OP = "sk_twolayer_evaluate"
+
+
+class BlockMissing(LookupError):
+    """A block that the call names is not (or no longer) on this worker."""
+
+
+class Failure(NamedTuple):
+    """What a call answers where its evaluation failed: the ``error``, the
+    ``worker`` it happened on, and whether that worker could not be
+    reached (``lost``: by its parent in the tree) rather than failed."""
+
+    error: BaseException
+    worker: str
+    lost: bool
+
+
+class Node(NamedTuple):
+    """One worker's share of an evaluation, called on it: the keys of its
+    blocks in groups (one thread's work each), whether its groups run one
+    after the other (its rows do not fit in memory at once), and the nodes
+    below it in the tree, whose totals it adds to its own, in order."""
+
+    address: str
+    groups: tuple  # of tuples of block keys
+    one_by_one: bool
+    children: tuple  # of Node
+
+
+def serve(dask_worker):
+    """Answer the fits' calls on this worker (run on a worker with
+    ``Client.run`` when a fit first calls it): :func:`evaluate` as its
+    handler :data:`OP`. (A handler is a function in the worker's table of
+    them; it holds nothing, and stays for the next fit.)"""
+    if not isinstance(dask_worker.handlers.get(OP), _Handler):
+        dask_worker.handlers[OP] = _Handler(dask_worker)
+
+
+class _Handler:
+    """The handler :data:`OP` of one worker: ``evaluate(worker, ...)``."""
+
+    def __init__(self, worker):
+        self.worker = weakref.ref(worker)
+        self.__name__ = OP
+
+    async def __call__(self, spec=None, theta=None, node=None):
+        return await evaluate(self.worker(), spec, theta, node)
+
+
+async def evaluate(worker, spec, theta, node):
+    """Node ``node``'s total of an evaluation at ``theta``: its own blocks,
+    on its threads, then its children's totals, which it calls for at once
+    (worker to worker, as the client called it), added in order.
+
+    Its blocks are read from the worker's memory (where Dask keeps, spills
+    and restores them) on the worker's event loop, and evaluated on the
+    worker's pool of threads. A block that is not there is a
+    :class:`BlockMissing`: the client then looks where the blocks are now.
+    An error is answered as a :class:`Failure` (a child's, as the child
+    answered it; a child that cannot be reached, as lost), not raised:
+    what the caller's connection raises is then always the connection's.
+    """
+    children = [asyncio.ensure_future(call(worker.rpc, spec, theta, child))
+                for child in node.children]
+    try:
+        own = await _own_terms(worker, spec, theta, node)
+        totals = [own]
+        for child, future in zip(node.children, children):
+            try:
+                total = await future
+            except (OSError, asyncio.TimeoutError, TimeoutError) as error:
+                return _sent(Failure(error, child.address, True))
+            if isinstance(total, Failure):
+                return _sent(total)
+            totals.append(total)
+        return _sent(add_children(spec, *totals) if len(totals) > 1 else own)
+    except Exception as error:
+        return _sent(Failure(error, worker.address, False))
+    finally:
+        for future in children:  # (a failed node stops waiting for the rest)
+            future.cancel()
+
+
+async def _call(rpc, spec, theta, node):
+    """One call of :func:`evaluate` on the worker of ``rpc``."""
+    return await getattr(rpc, OP)(spec=to_serialize(spec), theta=to_serialize(theta),
+                                  node=to_serialize(node))
+
+
+def _sent(answer):
+    """A :class:`Partial` or a :class:`Failure` as a call's answer (arrays
+    as frames of their own, the failure pickled)."""
+    if isinstance(answer, Failure):
+        try:
+            pickle.dumps(answer.error)
+        except Exception:  # (said in words where it does not travel)
+            answer = answer._replace(error=RuntimeError(
+                f"{type(answer.error).__name__}: {answer.error}"))
+        return {"failure": to_serialize(answer)}
+    return {"value": to_serialize(answer.value),
+            "grad": None if answer.grad is None else to_serialize(answer.grad),
+            "planned": answer.planned}
+
+
+def _received(answer):
+    if "failure" in answer:
+        return answer["failure"]
+    return Partial(answer["value"], answer["grad"], answer["planned"])
+
+
+def call(rpc, spec, theta, node):
+    """The coroutine of one call of :func:`evaluate` through ``rpc`` (the
+    client's, or a worker's, connection pool to the node's worker); its
+    answer is a :class:`Partial`."""
+    async def called():
+        return _received(await _call(rpc(node.address), spec, theta, node))
+
+    return called()
+
+
+async def _own_terms(worker, spec, theta, node):
+    loop = asyncio.get_running_loop()
+    pool = _pool(worker)
+
+    def blocks_of(group):
+        try:
+            return [worker.data[key] for key in group]
+        except KeyError as error:
+            raise BlockMissing(f"block {error} is not on worker {worker.address}") \
+                from None
+
+    keys = [key for group in node.groups for key in group]
+    if node.one_by_one:  # a group's blocks in memory at a time
+        partials = []
+        for group in node.groups:
+            blocks = blocks_of(group)
+            partials.append(await loop.run_in_executor(
+                pool, block_terms, spec, theta, blocks, worker, keys))
+            del blocks
+    else:
+        partials = await asyncio.gather(*[
+            loop.run_in_executor(pool, block_terms, spec, theta, blocks_of(group),
+                                 worker, keys)
+            for group in node.groups])
+    return add(*partials)
+
+
+def add_children(spec, own, *children):
+    """A node's total: its own partial sum, then its children's, in order."""
+    return add(own, *children)
 
 
 # ---------------------------------------------------------------- predicting
