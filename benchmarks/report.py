@@ -2,8 +2,8 @@
 
 Every measured figure that README.md, benchmarks/README.md and the pages
 under docs/ publish is written here, from the results file that
-``benchmarks/run.py`` and ``benchmarks/exactness.py`` fill, section by
-section. A page marks each generated part with its name::
+``benchmarks/run.py`` fills, section by section. A page marks each
+generated part with its name::
 
     <!-- results: NAME -->            .. results: NAME
     ...                               ...
@@ -26,8 +26,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import sections  # noqa: E402
+from common import RESULTS  # noqa: E402
+from dask_cost import cost_model, ops_text  # noqa: E402
+from exactness import CONTENDERS  # noqa: E402
+
 ROOT = HERE.parent
-RESULTS = HERE / "results.json"
 PAGES = ["README.md", "benchmarks/README.md", "docs/benchmarks.rst",
          "docs/scaling_out.rst", "docs/scaling_out_design.rst",
          "docs/user_guide/accelerators.rst", "docs/user_guide/solvers.rst"]
@@ -110,10 +115,7 @@ def stamp(results, key, fmt, packages=("numpy", "scipy", "scikit-learn")):
 
 def section_text(results, key):
     """A section as run.py prints it."""
-    sys.path.insert(0, str(HERE))
-    import run
-
-    return run.format_table({"runs": results["runs"], key: results[key]}).splitlines()
+    return sections.table({"runs": results["runs"], key: results[key]}).splitlines()
 
 
 def gap(value, digits=1):
@@ -362,16 +364,13 @@ def exactness_summary(results, fmt):
 def exactness_table(results, fmt):
     """The design page's table: gaps by max_iter, for each contender."""
     r = results["exactness"]
-    sys.path.insert(0, str(HERE))
-    import exactness
-
-    header = ["``max_iter``"] + list(exactness.CONTENDERS.values())
+    header = ["``max_iter``"] + list(CONTENDERS.values())
     rows = []
     for max_iter in sorted({f["max_iter"] for f in r["fits"]}):
         cells = {f["contender"]: f for f in r["fits"] if f["max_iter"] == max_iter}
         rows.append([str(max_iter)] + [
             f"{gap(cells[c]['max_proba_gap'])} ({cells[c]['labels_differ']})"
-            for c in exactness.CONTENDERS])
+            for c in CONTENDERS])
     e = r["per_evaluation"]
     return "\n".join([
         f"N={r['n']:,} rows of D={r['d']} features, C={r['classes']} classes, "
@@ -496,16 +495,10 @@ def dask_cost_model(results, fmt):
                       f"{row['tree_wall_ms']:.0f}" for row in compared) + "."]
     with_ops = [row for row in j["table"] if row.get("ops")]
     if with_ops:
-        sys.path.insert(0, str(HERE))
-        from bench_dask_cost import ops_text
-
         lines += ["", "Where the scheduler's messages come from, per evaluation, by "
                   "operation:", ""]
         lines += [f"* {row['workers']} workers ({row['topology']}): "
                   + ops_text(row["ops"]) for row in with_ops]
-    sys.path.insert(0, str(HERE))
-    from bench_dask_cost import cost_model
-
     fitted = cost_model(j)
     m, p = fitted["models"], fitted["predictions"]
 

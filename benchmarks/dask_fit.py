@@ -1,4 +1,4 @@
-"""Section (g) of ``benchmarks/run.py``: data-parallel L-BFGS on a Dask cluster.
+"""Section (g): data-parallel L-BFGS on a Dask cluster.
 
 Run with ``python benchmarks/run.py --only dask``. The data (float64, N rows,
 D features, C classes, a linear teacher) are generated block by block on the
@@ -29,35 +29,31 @@ median over repeats of the ratio within a repeat, as in the other sections.
 
 import os
 import time
-import warnings
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-TEACHER_SEED = 12345
+from common import (DASK_MISSING, TARGETS, alternate, dask_data, goal, make_block,
+                    measured_lines, quietly, ratio)
+
+KEY, NAME, LETTER = "dask", "dask", "(g)"
 
 
-def make_block(seed, rows, d, c):
-    """Rows of the benchmark's data set: X and its labels from a teacher."""
-    teacher = np.random.default_rng(TEACHER_SEED).standard_normal((d, c))
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((rows, d))
-    y = np.argmax(X @ teacher + rng.standard_normal((rows, c)), axis=1)
-    return X, y
+def add_options(parser):
+    parser.add_argument("--dask-n", type=int, default=200_000,
+                        help="rows of section (g)")
+    parser.add_argument("--dask-d", type=int, default=100,
+                        help="features of section (g)")
+    parser.add_argument("--dask-hidden", type=int, default=64,
+                        help="hidden units of section (g)")
+    parser.add_argument("--dask-blocks", type=int, default=10,
+                        help="row blocks of the Dask array of section (g)")
+    parser.add_argument("--dask-spark", choices=("auto", "no"), default="auto",
+                        help="section (g) times Spark MLlib's MLP where pyspark "
+                             "is installed (auto), or not (no)")
 
 
-def _dask_data(n_blocks, rows, d, c):
-    import dask
-    import dask.array as da
-
-    parts = [dask.delayed(make_block, pure=True)(seed, rows, d, c)
-             for seed in range(n_blocks)]
-    X = da.concatenate([da.from_delayed(p[0], shape=(rows, d), dtype=float)
-                        for p in parts])
-    y = da.concatenate([da.from_delayed(p[1], shape=(rows,), dtype=np.int64)
-                        for p in parts])
-    return X, y
+QUICK = {"dask_n": 2000, "dask_d": 10, "dask_hidden": 8, "dask_blocks": 4}
 
 
 def _from_array(X, y, n_blocks):
@@ -204,15 +200,13 @@ def _spark_per_iteration(X, y, cfg, cores):
         spark.stop()
 
 
-def bench_dask(cfg, alternate, ratio):
-    """Section (g); ``alternate`` and ``ratio`` are run.py's timing helpers."""
+def measure(cfg):
     try:
         import distributed  # noqa: F401
 
         from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier
     except ImportError:
-        return {"available": False,
-                "reason": "the dask extra is not installed (pip install \".[dask]\")"}
+        return dict(DASK_MISSING)
     from sk_twolayer import TwoLayerSoftmaxClassifier
 
     n, d, h, c = cfg.dask_n, cfg.dask_d, cfg.dask_hidden, cfg.classes
@@ -223,15 +217,10 @@ def bench_dask(cfg, alternate, ratio):
     X = np.concatenate([b[0] for b in blocks])
     y = np.concatenate([b[1] for b in blocks])
     del blocks
-    dX, dy = _dask_data(n_blocks, rows, d, c)
+    dX, dy = dask_data(n_blocks, rows, d, c)
     params = dict(hidden_size=h, max_iter=cfg.lbfgs_iter, tol=0.0, random_state=0)
     cores = os.cpu_count() or 1
     clusters = _Clusters(processes=not cfg.quick)
-
-    def quietly(fit):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return fit()
 
     def in_memory(max_iter=cfg.lbfgs_iter):
         with threadpool_limits(1):
@@ -305,7 +294,8 @@ def bench_dask(cfg, alternate, ratio):
 
         # ---- Spark MLlib on the same cores: time per iteration
         spark_cores = min(2, cores)
-        spark, reason = _spark_per_iteration(X, y, cfg, spark_cores)
+        spark, reason = (_spark_per_iteration(X, y, cfg, spark_cores)
+                         if cfg.dask_spark == "auto" else (None, "not asked for"))
         if spark is None:
             result["spark"] = {"available": False, "reason": reason}
         else:
@@ -326,7 +316,34 @@ def bench_dask(cfg, alternate, ratio):
         clusters.close()
 
 
-def format_dask(result):
+def goals(dask):
+    if not dask.get("available"):
+        return {}
+    met = {}
+    for workers, row in dask["overhead"].items():
+        met[f"dask_overhead_vs_round_trip {workers} worker(s)"] = goal(
+            row["overhead_vs_round_trip"], TARGETS["dask_overhead_vs_round_trip"],
+            lower_is_better=True)
+    met["dask_one_worker_vs_memory"] = goal(
+        dask["one_worker"]["time_ratio"], TARGETS["dask_one_worker_vs_memory"],
+        lower_is_better=True)
+    met["dask_one_worker_vs_memory from_array"] = goal(
+        dask["one_worker"]["from_array_time_ratio"],
+        TARGETS["dask_one_worker_vs_memory"], lower_is_better=True)
+    if "two_workers" in dask:
+        met["dask_two_workers_vs_one"] = goal(dask["two_workers"]["speedup"],
+                                              TARGETS["dask_two_workers_vs_one"])
+    if dask["spark"].get("available"):
+        met["dask_speedup_vs_spark"] = goal(dask["spark"]["speedup"],
+                                            TARGETS["dask_speedup_vs_spark"])
+    return met
+
+
+def text(result, run):
+    return [*_table(result), *measured_lines(run)[:1]]
+
+
+def _table(result):
     if not result or not result.get("available"):
         return [f"(g) Dask: skipped ({(result or {}).get('reason', 'not run')})"]
     r = result
@@ -369,100 +386,4 @@ def format_dask(result):
             f"{s['ours_per_iteration_s'] * 1e3:.0f} ms: speedup {s['speedup']:.2f}")
     else:
         lines.append(f"    Spark MLlib: skipped ({s['reason']})")
-    return lines
-
-
-# ------------------------------------------------- (h) at cluster scale
-def bench_dask_scale(cfg):
-    """Section (h): time per L-BFGS iteration against the number of workers.
-
-    A wide model (D=784, H=1024, C=10: P = 814,090 parameters, 6.2 MiB in
-    float64) on 20 rows per worker, so that compute is negligible and what
-    is timed is moving the parameters out and the gradients back. Worker
-    processes with one thread each; each figure is the difference of an
-    11-iteration and a 1-iteration fit, divided by the iterations between,
-    for each fan-in of the reduction tree (``sk-twolayer.dask.fan-in``; a
-    fan-in of at least the number of workers less one is a star around the
-    root worker), the median over ``--fit-repeats`` repeats in which the
-    fan-ins alternate. ``client_cpu_ms`` is the CPU time of this process
-    per iteration, which also runs the LocalCluster's scheduler.
-    """
-    try:
-        import dask
-        from distributed import Client, LocalCluster
-
-        from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier
-    except ImportError:
-        return {"available": False,
-                "reason": "the dask extra is not installed (pip install \".[dask]\")"}
-    d, h, c, rows = 784, 1024, 10, 20
-    if cfg.quick:
-        d, h = 20, 16
-    params = dict(hidden_size=h, tol=0.0, random_state=0)
-
-    def fit(client, X, y, max_iter):
-        clf = DaskTwoLayerSoftmaxClassifier(**params, max_iter=max_iter)
-        clf.client = client
-        wall, cpu = time.perf_counter(), time.process_time()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(X, y)
-        return time.perf_counter() - wall, time.process_time() - cpu, clf.n_iter_
-
-    table = []
-    for workers in [int(k) for k in cfg.scale_workers.split(",")]:
-        # Fan-ins that give the same tree (at least workers - 1) are one.
-        fan_ins = {}
-        for fan_in in [int(f) for f in cfg.scale_fan_ins.split(",")]:
-            fan_ins.setdefault(min(fan_in, max(workers - 1, 1)), fan_in)
-        fan_ins = list(fan_ins.values())
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          host="127.0.0.1", dashboard_address=":0") as cluster, \
-                Client(cluster, set_as_default=False) as client:
-            client.wait_for_workers(workers)
-            X, y = _dask_data(workers, rows, d, c)
-            X, y = client.persist([X, y])
-            fit(client, X, y, 2)  # warm up the workers
-            runs = {f: [] for f in fan_ins}
-            for repeat in range(cfg.fit_repeats):
-                # The fan-ins alternate, in another order each repeat.
-                shift = repeat % len(fan_ins)
-                for fan_in in fan_ins[shift:] + fan_ins[:shift]:
-                    with dask.config.set({"sk-twolayer.dask.fan-in": fan_in}):
-                        w1, c1, n1 = fit(client, X, y, 1)
-                        w11, c11, n11 = fit(client, X, y, 11)
-                    between = max(n11 - n1, 1)
-                    runs[fan_in].append(((w11 - w1) / between, (c11 - c1) / between))
-            for fan_in, pairs in runs.items():
-                table.append({
-                    "workers": workers, "fan_in": fan_in,
-                    "ms_per_iteration": 1e3 * float(np.median([w for w, _ in pairs])),
-                    "client_cpu_ms": 1e3 * float(np.median([c for _, c in pairs])),
-                    "repeats": len(pairs)})
-    P = d * h + h * c + h + c
-    return {"available": True, "d": d, "hidden": h, "classes": c, "rows_per_worker": rows,
-            "parameters": P, "table": table}
-
-
-def format_dask_scale(result):
-    if not result or not result.get("available"):
-        return [f"(h) Dask at cluster scale: skipped "
-                f"({(result or {}).get('reason', 'not run')})"]
-    r = result
-    fan_ins = sorted({row["fan_in"] for row in r["table"]})
-    workers = sorted({row["workers"] for row in r["table"]})
-    cell = {(row["workers"], row["fan_in"]): row for row in r["table"]}
-    lines = [f"(h) data-parallel L-BFGS at cluster scale: D={r['d']} H={r['hidden']} "
-             f"C={r['classes']} (P={r['parameters']}), {r['rows_per_worker']} rows per "
-             "worker, worker processes with 1 thread each",
-             "    ms per iteration (client+scheduler CPU ms per iteration), by fan-in:",
-             "    | workers | " + " | ".join(f"fan-in {f}" for f in fan_ins) + " |",
-             "    " + "|---" * (len(fan_ins) + 1) + "|"]
-    for k in workers:
-        cells = []
-        for f in fan_ins:
-            row = cell.get((k, f))
-            cells.append("" if row is None else
-                         f"{row['ms_per_iteration']:.0f} ({row['client_cpu_ms']:.0f})")
-        lines.append(f"    | {k} | " + " | ".join(cells) + " |")
     return lines

@@ -1,4 +1,4 @@
-"""Section (i) of ``benchmarks/run.py``: the minibatch solvers against JAX.
+"""Section (i): the minibatch solvers against JAX.
 
 The contender is what a user who knows JAX writes for the same network: a
 ``jax.value_and_grad`` of the objective and the update rule inside one
@@ -55,7 +55,20 @@ from pathlib import Path
 
 import numpy as np
 
+from common import TARGETS, goal, measured_lines, parameters, problem, ratio
+
 HERE = Path(__file__).resolve().parent
+KEY, NAME, LETTER = "jax", "jax", "(i)"
+
+
+def add_options(parser):
+    parser.add_argument("--jax-before", metavar="REF",
+                        help="section (i) also times our solvers at this git commit")
+    parser.add_argument("--jax-rounds", type=int, default=2,
+                        help="rounds of new processes in section (i)")
+
+
+QUICK = {"jax_rounds": 1}
 SOLVERS = ("sgd", "adam")
 DTYPES = ("float32", "float64")
 REG = 1e-4
@@ -77,13 +90,10 @@ def jax_version():
 
 # ------------------------------------------------------------- the problem
 def _problem(cfg, dtype):
-    """run.py's data, initial weights and the rows' order in every epoch."""
-    sys.path.insert(0, str(HERE))
-    import run
-
-    X, y = run._problem(cfg["n"], cfg["d"], cfg["classes"], np.dtype(dtype))
-    layout, theta0 = run._params(cfg["d"], cfg["hidden"], cfg["classes"],
-                                 np.dtype(dtype))
+    """The sections' data, initial weights and the rows' order in every epoch."""
+    X, y = problem(cfg["n"], cfg["d"], cfg["classes"], np.dtype(dtype))
+    layout, theta0 = parameters(cfg["d"], cfg["hidden"], cfg["classes"],
+                                np.dtype(dtype))
     # The shuffles of our stochastic(): one RandomState shuffling one order.
     rng, order, perms = np.random.RandomState(0), np.arange(cfg["n"]), []
     for _ in range(cfg["epochs"]):
@@ -383,8 +393,7 @@ def _round(sides, packages, config, repeats, pause):
     return out
 
 
-def bench_jax(cfg, ratio):
-    """Section (i); ``ratio`` is run.py's median of per-repeat ratios."""
+def measure(cfg):
     version = jax_version()
     if version is None:
         return {"available": False,
@@ -446,8 +455,23 @@ def bench_jax(cfg, ratio):
             "rows": rows}
 
 
-def format_jax(result):
-    """The section's lines of run.py's table."""
+def goals(jax):
+    met = {}
+    for row in jax.get("rows", []):
+        met[f"time_vs_jax {row['solver']} {row['dtype']}"] = goal(
+            row["time_ratio"], TARGETS["time_vs_jax"], lower_is_better=True)
+        if "outside_vs_before" in row:
+            met[f"outside_gemm_vs_before {row['solver']} {row['dtype']}"] = goal(
+                row["outside_vs_before"], TARGETS["outside_gemm_vs_before"],
+                lower_is_better=True)
+    return met
+
+
+def text(result, run):
+    return [*_table(result), *measured_lines(run)]
+
+
+def _table(result):
     if not result.get("available"):
         return [f"(i) JAX: {result['reason']}"]
     steps, before = result["steps"], result.get("before")

@@ -1,4 +1,4 @@
-"""Section (j) of ``benchmarks/run.py``: what one evaluation costs the cluster.
+"""Section (j): what one evaluation costs the cluster.
 
 Run with ``python benchmarks/run.py --only dask_cost``. The scheduler runs
 in a process of its own (``python -m distributed.cli.dask_scheduler``), and
@@ -45,12 +45,28 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+from common import (DASK_MISSING, HERE, TARGETS, dask_data, goal, measured_lines,
+                    quietly)
+
+KEY, NAME, LETTER = "dask_cost", "dask_cost", "(j)"
+DEFAULT = False
+
+
+def add_options(parser):
+    parser.add_argument("--cost-workers", default="1,2,4,8,16,32,64",
+                        help="numbers of workers of section (j)")
+    parser.add_argument("--cost-rows", type=int, default=20,
+                        help="rows per worker of section (j)")
+    parser.add_argument("--cost-compare", type=int, default=8,
+                        help="in section (j), up to this many workers, measure "
+                             "the star and the tree side by side")
+
+
+QUICK = {"cost_workers": "1,2", "cost_compare": 2}
 
 
 # --------------------------------------------------------- on the scheduler
@@ -250,19 +266,16 @@ def predict(model, k):
 
 
 # ---------------------------------------------------------------- benchmark
-def bench_dask_cost(cfg):
-    """Section (j): per-evaluation overhead against the number of workers."""
+def measure(cfg):
+    """Per-evaluation overhead against the number of workers."""
     try:
         import dask  # noqa: F401
         import distributed  # noqa: F401
 
-        from bench_dask import _dask_data
         from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier
         from sk_twolayer.dask._objective import DistributedObjective
     except ImportError:
-        return {"available": False,
-                "reason": "the dask extra is not installed (pip install \".[dask]\")"}
-    from sklearn.exceptions import ConvergenceWarning
+        return dict(DASK_MISSING)
 
     d, h, c, rows = 784, 1024, 10, cfg.cost_rows
     if cfg.quick:
@@ -279,9 +292,8 @@ def bench_dask_cost(cfg):
         clf = DaskTwoLayerSoftmaxClassifier(hidden_size=h, max_iter=max_iter,
                                             tol=0.0, random_state=0)
         clf.client = client
-        with warnings.catch_warnings(), dask.config.set(settings):
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(X, y)
+        with dask.config.set(settings):
+            quietly(lambda: clf.fit(X, y))
 
     def per_evaluation(cluster, X, y, settings):
         """The counters of one evaluation: a fit of 11 iterations less a
@@ -330,7 +342,7 @@ def bench_dask_cost(cfg):
                               "tree": {"sk-twolayer.dask.star-workers": 0}}
             cluster = ProcessCluster(k)
             try:
-                X, y = _dask_data(k, rows, d, c)
+                X, y = dask_data(k, rows, d, c)
                 X, y = cluster.client.persist([X, y])
                 for settings in topologies.values():
                     fit(cluster.client, X, y, 2, settings)  # warm up the workers
@@ -400,7 +412,40 @@ def ops_text(ops):
                      sorted(ops.items(), key=lambda item: -item[1]))
 
 
-def format_dask_cost(result):
+def goals(cost):
+    if not cost.get("available"):
+        return {}
+    met = {}
+    rows = {row["workers"]: row for row in cost["table"]}
+    if 16 in rows:
+        met["dask_cost_scheduler_mib 16 workers"] = goal(
+            rows[16]["scheduler_mib"], TARGETS["dask_cost_scheduler_mib_16"],
+            lower_is_better=True)
+    if 2 in rows:
+        met["dask_cost_scheduler_cpu_ms 2 workers"] = goal(
+            rows[2]["scheduler_cpu_ms"], TARGETS["dask_cost_scheduler_cpu_ms_2"],
+            lower_is_better=True)
+        if "tree_wall_ms" in rows[2]:
+            # (the default's time over the faster topology's: 1.0 where
+            # the default is the faster)
+            met["dask_cost_star_vs_tree 2 workers"] = goal(
+                rows[2]["wall_ms"] / min(rows[2]["star_wall_ms"],
+                                         rows[2]["tree_wall_ms"]),
+                TARGETS["dask_cost_star_vs_tree_2"], lower_is_better=True)
+    # (the slope of a straight line through every K measured)
+    ks = sorted(rows)
+    met["dask_cost_scheduler_cpu_ms per added worker"] = goal(
+        float(np.polyfit(ks, [rows[k]["scheduler_cpu_ms"] for k in ks], 1)[0])
+        if len(ks) > 1 else None,
+        TARGETS["dask_cost_scheduler_cpu_ms_per_worker"], lower_is_better=True)
+    return met
+
+
+def text(result, run):
+    return [*_table(result), *measured_lines(run)[:1]]
+
+
+def _table(result):
     if not result or not result.get("available"):
         return [f"(j) Dask cost per evaluation: skipped "
                 f"({(result or {}).get('reason', 'not run')})"]
@@ -439,22 +484,3 @@ def format_dask_cost(result):
                      f"  -> {p['100']:.3g} at 100, {p['1000']:.3g} at 1,000 workers")
     return lines
 
-
-if __name__ == "__main__":  # a quick look: python benchmarks/bench_dask_cost.py 1,2
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("workers", nargs="?", default="1,2")
-    parser.add_argument("--rows", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--compare", type=int, default=8)
-    args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
-    sys.path.append(str(HERE.parent))  # (after PYTHONPATH: see ProcessCluster)
-    cfg = argparse.Namespace(cost_workers=args.workers, cost_rows=args.rows,
-                             fit_repeats=args.repeats, quick=args.quick,
-                             cost_compare=args.compare)
-    result = bench_dask_cost(cfg)
-    print("\n".join(format_dask_cost(result)))
-    print(json.dumps(result)[:2000], file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Section (f) of ``benchmarks/run.py``: training on an accelerator.
+"""Section (f): training on an accelerator.
 
 Run with ``python benchmarks/run.py --only device --device cuda`` (or
 ``--device cpu`` for a smoke test of the same code with PyTorch's CPU
@@ -18,36 +18,31 @@ timing synchronizes the device before its clock starts and stops. On the
 CPU (no GPU present) the output says so: the GPU targets then do not apply.
 """
 
-import warnings
-
 import numpy as np
 import sklearn
-from sklearn.exceptions import ConvergenceWarning
 
+from common import alternate, goal, measured_lines, quietly, ratio, torch_sgd_loop
 from sk_twolayer import TwoLayerSoftmaxClassifier
 from sk_twolayer._loss import TwoLayerLoss
 from sk_twolayer._namespace import ops_for
 from sk_twolayer._params import ParamLayout
 
-
-def torch_sgd_loop(model, Xt, yt, batch, epochs=1, generator=None):
-    """The plain PyTorch loop we compare with: SGD, momentum 0.9, Nesterov."""
-    import torch
-
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    crit = torch.nn.CrossEntropyLoss()
-    n = Xt.shape[0]
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=generator, device=Xt.device)
-        for start in range(0, n, batch):
-            idx = perm[start:start + batch]
-            opt.zero_grad(set_to_none=True)
-            crit(model(Xt[idx]), yt[idx]).backward()
-            opt.step()
+KEY, NAME, LETTER = "device", "device", "(f)"
+# (not in the default run: it is meant for a machine with a GPU)
+DEFAULT = False
 
 
-def bench_device(cfg, alternate, ratio):
-    """Section (f); ``alternate`` and ``ratio`` are run.py's timing helpers."""
+def add_options(parser):
+    parser.add_argument("--device", default="cuda",
+                        help="PyTorch device of section (f), e.g. cuda or cpu")
+    parser.add_argument("--device-n", type=int, default=1_000_000,
+                        help="rows of section (f) (float32)")
+
+
+QUICK = {"device_n": 2000}
+
+
+def measure(cfg):
     try:
         import torch
     except ImportError:
@@ -101,10 +96,7 @@ def bench_device(cfg, alternate, ratio):
     def lbfgs(Xa, ya):
         clf = TwoLayerSoftmaxClassifier(hidden_size=h, max_iter=cfg.lbfgs_iter,
                                         tol=0.0, random_state=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(Xa, ya)
-        return clf
+        return quietly(lambda: clf.fit(Xa, ya))
 
     def lbfgs_device():
         with sklearn.config_context(array_api_dispatch=True):
@@ -126,10 +118,8 @@ def bench_device(cfg, alternate, ratio):
                 hidden_size=h, solver="sgd", batch_size=batch, max_iter=1,
                 learning_rate_init=0.01, momentum=0.9, reg=0.0,
                 n_iter_no_change=np.inf, random_state=0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                with sklearn.config_context(array_api_dispatch=True):
-                    clf.fit(Xt, yt)
+            with sklearn.config_context(array_api_dispatch=True):
+                quietly(lambda: clf.fit(Xt, yt))
 
         def torch_sgd():
             torch.manual_seed(0)
@@ -166,7 +156,22 @@ def bench_device(cfg, alternate, ratio):
                      else "cpu"), "n": n, "rows": rows}
 
 
-def format_device(result):
+def goals(result):
+    met = {}
+    for row in result.get("rows", []) if result.get("available") else ():
+        for field, target in (("fraction_of_gemm_rate", 0.5),
+                              ("speedup_vs_numpy", 20.0),
+                              ("speedup_vs_torch", 1.0)):
+            if field in row:
+                met[f"device {row['work']} {field}"] = goal(row[field], target)
+    return met
+
+
+def text(result, run):
+    return [*_table(result), *measured_lines(run)[:1]]
+
+
+def _table(result):
     if not result or not result.get("available"):
         reason = (result or {}).get("reason", "not run")
         return [f"(f) device: skipped ({reason})"]
