@@ -39,6 +39,7 @@ term lowers the residual by more than half), and extrapolated to 100 and
 1,000 workers: figures above the largest K measured are extrapolations.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -207,14 +208,19 @@ class ProcessCluster:
                 **counts}
 
     def close(self):
+        # The scheduler closes its workers and itself; what still runs after
+        # a few seconds is killed (a worker whose scheduler went away would
+        # wait half a minute to reconnect).
+        with contextlib.suppress(Exception):
+            self.client.shutdown()
         self.client.close()
-        for process in self.processes[::-1]:
-            process.terminate()
+        deadline = time.monotonic() + 10
         for process in self.processes:
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
         self.log.close()
         self._dir.cleanup()
 
@@ -352,7 +358,7 @@ def measure(cfg):
                     for name in names:
                         runs[name].append(per_evaluation(cluster, X, y,
                                                          topologies[name]))
-                idle = cluster.idle_cpu()
+                idle = cluster.idle_cpu(0.5 if cfg.quick else 3.0)
             finally:
                 cluster.close()
             medians = {name: {key: float(np.median([e[key] for e in per]))
