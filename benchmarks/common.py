@@ -15,6 +15,7 @@ module is loaded.
 
 import contextlib
 import gc
+import hashlib
 import importlib.util
 import inspect
 import json
@@ -23,6 +24,7 @@ import platform
 import subprocess
 import sys
 import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -62,19 +64,18 @@ TARGETS = {
 }
 
 
-def goal(value, target, lower_is_better=False):
-    """One goal of the results file: its value, target and whether met."""
-    entry = {"value": value, "target": target}
-    if lower_is_better:
-        entry["lower_is_better"] = True
-    if value is None:
-        entry["met"] = None
-    else:
-        entry["met"] = value <= target if lower_is_better else value >= target
-    return entry
+# -------------------------------------------------------------- statistics
+# A speed ratio is the ratio of the two contenders' median times over at
+# least MIN_REPEATS repeats, timed after a warm-up, in which the contenders
+# alternate (A B B A A B ...). Its spread is the interquartile range of the
+# per-repeat ratios, each taken between the two contenders' runs of the same
+# repeat (next to each other in time), widened where needed to take in the
+# ratio of the medians. A goal is met only where the whole spread clears it,
+# missed only where the whole spread misses it, and "within noise" otherwise.
+MIN_REPEATS = 5
+SPREAD_WORDS = "spread: interquartile range of the per-repeat ratios"
 
 
-# ------------------------------------------------------------------ timing
 def time_call(f, sync=None):
     """Seconds of one call of ``f``; ``sync`` (an accelerator's synchronize)
     runs before the clock starts and before it stops."""
@@ -90,26 +91,102 @@ def time_call(f, sync=None):
 def alternate(funcs, repeats, warmup=1, sync=None):
     """Time each of ``funcs`` (a dict) ``repeats`` times, alternating order.
 
-    Returns a dict of arrays of seconds, one entry per repeat, so that ratios
-    can be taken pairwise within the same repeat. ``sync`` (an accelerator's
-    synchronize) runs before each clock starts and before it stops.
+    Each function first runs ``warmup`` times untimed. Returns a dict of
+    arrays of seconds, one entry per repeat, so that ratios can be taken
+    pairwise within the same repeat. ``sync`` (an accelerator's synchronize)
+    runs before each clock starts and before it stops. As in ``timeit``,
+    Python's garbage collector does not run inside a timed call, but
+    between the calls (and on the warm-up's garbage before the repeats).
     """
     names = list(funcs)
     for _ in range(warmup):
         for name in names:
             funcs[name]()
+    gc.collect(1)  # (the young generations: what the warm-up left)
     times = {name: [] for name in names}
     for r in range(repeats):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
-            gc.collect()
-            times[name].append(time_call(funcs[name], sync))
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                times[name].append(time_call(funcs[name], sync))
+            finally:
+                if enabled:
+                    gc.enable()
     return {name: np.array(t) for name, t in times.items()}
 
 
 def ratio(num, den):
-    """Median over repeats of the pairwise ratio num / den."""
-    return float(np.median(np.asarray(num) / np.asarray(den)))
+    """The ratio of the medians of two contenders' repeats, num / den."""
+    return float(np.median(num) / np.median(den))
+
+
+def iqr(values):
+    """The interquartile range of ``values``: [25th, 75th percentile]."""
+    return [float(np.percentile(values, 25)), float(np.percentile(values, 75))]
+
+
+def ratio_spread(num, den):
+    """The interquartile range of the per-repeat ratios num_i / den_i."""
+    return iqr(np.asarray(num, dtype=float) / np.asarray(den, dtype=float))
+
+
+def compared(name, num, den):
+    """``{name: ratio of medians, name_spread: its spread}`` of num / den."""
+    value, (lo, hi) = ratio(num, den), ratio_spread(num, den)
+    return {name: value, f"{name}_spread": [min(lo, value), max(hi, value)]}
+
+
+def spread_text(spread, digits=2):
+    """A spread as the tables print it: "0.98-1.04", or "not recorded"."""
+    if spread is None:
+        return "not recorded"
+    return f"{spread[0]:.{digits}f}-{spread[1]:.{digits}f}"
+
+
+def seconds(times):
+    """Each contender's seconds per repeat, as the results file keeps them."""
+    return {name: [float(v) for v in t] for name, t in times.items()}
+
+
+def verdict(value, spread, target, lower_is_better=False, repeats=None):
+    """Whether a goal is met, from the spread of its measurement.
+
+    ``spread`` None: no spread was recorded (a section measured before
+    spreads were). A measurement that is not a timing (memory, counts) is
+    given with its value as its spread, ``[value, value]``.
+    """
+    if value is None:
+        return "not measured"
+    if spread is None:
+        return "spread not recorded"
+    if repeats is not None and repeats < MIN_REPEATS:
+        return f"too few repeats ({repeats} < {MIN_REPEATS})"
+    lo, hi = spread
+    if lower_is_better:
+        return "met" if hi <= target else "missed" if lo > target else "within noise"
+    return "met" if lo >= target else "missed" if hi < target else "within noise"
+
+
+def goal(value, target, lower_is_better=False, spread=None, repeats=None,
+         exact=False, note=None):
+    """One goal: its value, spread, target and verdict.
+
+    ``exact``: the value is not a timing (peak memory, a count), so its
+    verdict is taken from the value itself. ``note``: why the comparison
+    cannot give a verdict (it then gives none).
+    """
+    if exact and value is not None:
+        spread = [value, value]
+    entry = {"value": value, "target": target, "spread": spread,
+             "repeats": repeats, "exact": exact}
+    if lower_is_better:
+        entry["lower_is_better"] = True
+    entry["verdict"] = note or verdict(value, spread, target, lower_is_better,
+                                       None if exact else repeats)
+    entry["met"] = {"met": True, "missed": False}.get(entry["verdict"])
+    return entry
 
 
 def quietly(fit):
@@ -301,23 +378,64 @@ def versions():
     return found
 
 
+def _git(*args):
+    return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True,
+                          check=True).stdout
+
+
+# What a run writes (the results file, the pages' figures) does not change
+# what it measures.
+NOT_CODE = (":(exclude)benchmarks/results.json", ":(exclude)*.md", ":(exclude)docs/")
+
+
 def git_commit():
-    """The checkout's commit, with "+changes" where files differ from it."""
+    """The checkout's commit, with "+changes" where its code differs from
+    it, and a digest of those changes (None where there are none)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                              capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain",
-                                "--untracked-files=no"], cwd=HERE,
-                               capture_output=True, text=True, check=True)
+        head = _git("rev-parse", "--short", "HEAD").strip()
+        diff = _git("diff", "HEAD", "--", ":/", *NOT_CODE)
     except (OSError, subprocess.CalledProcessError):
+        return None, None
+    if not diff:
+        return head, None
+    return head + "+changes", hashlib.sha1(diff.encode()).hexdigest()[:12]
+
+
+def older_than_code(commit):
+    """Whether ``sk_twolayer/`` changed since ``commit`` (its part before
+    "+changes"): True or False, or None where that cannot be told (no
+    commit recorded, no git, a commit this checkout lacks)."""
+    if not commit:
         return None
-    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    try:
+        subprocess.run(["git", "diff", "--quiet", commit.split("+")[0], "HEAD",
+                        "--", "sk_twolayer/"], cwd=HERE.parent, capture_output=True,
+                       check=True)
+    except subprocess.CalledProcessError as failed:
+        return True if failed.returncode == 1 else None
+    except OSError:
+        return None
+    return False
+
+
+MACHINE_FIELDS = ("Model name", "CPU(s)", "Thread(s) per core", "L2 cache",
+                  "L3 cache", "Hypervisor vendor", "simd")
+
+
+def machine_id(run):
+    """What makes a run's machine that machine (not its load): its CPU model,
+    cores, caches and vector units."""
+    cpu = run.get("machine", {}).get("lscpu", {})
+    return "; ".join(f"{k}: {cpu[k]}" for k in MACHINE_FIELDS if k in cpu) or "unknown"
 
 
 def run_stamp(cfg, command):
-    """What a section's figures were measured with: when, where, what."""
-    return {"date": time.strftime("%Y-%m-%d"), "command": command,
-            "commit": git_commit(), "machine": machine_info(),
+    """What a run's figures are measured with: when, where, what. Every
+    section of one run shares it (its ``id``)."""
+    commit, changes = git_commit()
+    return {"id": uuid.uuid4().hex[:12], "date": time.strftime("%Y-%m-%d"),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
+            "commit": commit, "changes": changes, "machine": machine_info(),
             "versions": versions(),
             "config": {k: v for k, v in vars(cfg).items()
                        if k not in ("json", "only")}}
@@ -341,11 +459,14 @@ def measured_lines(run):
 
 # --------------------------------------------------------- the results file
 ABOUT = ("Written by benchmarks/run.py: one entry per section (its key), each "
-         "from its own run, described under 'runs' (date, command, commit, "
-         "machine, versions, config); a run with --only replaces only its own "
-         "sections. 'targets' are the goals, met or missed, over the sections "
-         "here. The figures of README.md, benchmarks/README.md and docs/ are "
-         "generated from this file by benchmarks/report.py.")
+         "from the run described under 'runs' (its id, date, command, commit, "
+         "machine, versions, config, and the seconds of the section and of the "
+         "whole run; the sections of one run share its id); a run with --only "
+         "replaces only its own sections. Timed comparisons keep each "
+         "contender's seconds per repeat. 'targets' are the goals over the "
+         "sections here, each with its spread and verdict. The figures of "
+         "README.md, benchmarks/README.md and docs/ are generated from this "
+         "file by benchmarks/report.py.")
 
 
 def read_results(path):
@@ -361,9 +482,13 @@ def read_results(path):
 
 def write_results(results, path):
     """The results file, its keys in a fixed order ('table' last)."""
+    path = Path(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     keys = ["about", "runs", "targets"] + sorted(
         k for k in results if k not in ("about", "runs", "targets", "table"))
     results.setdefault("about", ABOUT)
     ordered = {k: results[k] for k in keys + ["table"] if k in results}
-    Path(path).write_text(json.dumps(ordered, indent=2) + "\n")
+    # (whole or not at all: a run stopped while it writes leaves the old file)
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(ordered, indent=2) + "\n")
+    part.replace(path)

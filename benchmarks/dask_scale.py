@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from common import DASK_MISSING, dask_data, measured_lines, quietly
+from common import DASK_MISSING, dask_data, iqr, measured_lines, quietly
 
 KEY, NAME, LETTER = "dask_scale", "dask_scale", "(h)"
 DEFAULT = False
@@ -36,8 +36,11 @@ def measure(cfg):
     for each fan-in of the reduction tree (``sk-twolayer.dask.fan-in``; a
     fan-in of at least the number of workers less one is a star around the
     root worker), the median over ``--fit-repeats`` repeats in which the
-    fan-ins alternate. ``client_cpu_ms`` is the CPU time of this process
-    per iteration, which also runs the LocalCluster's scheduler.
+    fan-ins alternate (after a warm-up fit), with its interquartile range
+    and the repeats themselves. ``client_cpu_ms`` is the CPU time of this
+    process per iteration, which also runs the LocalCluster's scheduler.
+    With more workers than cores, the wall time measures the sharing of the
+    cores as much as the fit: it is reported, never extrapolated.
     """
     try:
         import dask
@@ -86,14 +89,19 @@ def measure(cfg):
                     between = max(n11 - n1, 1)
                     runs[fan_in].append(((w11 - w1) / between, (c11 - c1) / between))
             for fan_in, pairs in runs.items():
+                walls = [1e3 * w for w, _ in pairs]
+                cpus = [1e3 * c for _, c in pairs]
                 table.append({
                     "workers": workers, "fan_in": fan_in,
-                    "ms_per_iteration": 1e3 * float(np.median([w for w, _ in pairs])),
-                    "client_cpu_ms": 1e3 * float(np.median([c for _, c in pairs])),
-                    "repeats": len(pairs)})
+                    "ms_per_iteration": float(np.median(walls)),
+                    "ms_per_iteration_spread": iqr(walls),
+                    "client_cpu_ms": float(np.median(cpus)),
+                    "client_cpu_ms_spread": iqr(cpus),
+                    "repeats": len(pairs), "ms_per_iteration_repeats": walls,
+                    "client_cpu_ms_repeats": cpus})
     P = d * h + h * c + h + c
-    return {"available": True, "d": d, "hidden": h, "classes": c, "rows_per_worker": rows,
-            "parameters": P, "table": table}
+    return {"available": True, "d": d, "hidden": h, "classes": c,
+            "rows_per_worker": rows, "parameters": P, "table": table}
 
 
 def goals(result):

@@ -86,8 +86,9 @@ def measure(cfg):
 
 
 def goals(m):
+    # (a peak of resident memory, not a timing: its verdict is its value's)
     return {"memory_ratio_vs_mlp": goal(m["ratio"], TARGETS["memory_ratio_vs_mlp"],
-                                        lower_is_better=True)}
+                                        lower_is_better=True, exact=True)}
 
 
 def text(m, run):

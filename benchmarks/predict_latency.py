@@ -11,7 +11,8 @@ import os
 
 import numpy as np
 
-from common import alternate, measured_lines, quietly, ratio
+from common import (SPREAD_WORDS, alternate, compared, measured_lines, quietly,
+                    ratio, seconds, spread_text)
 
 KEY, NAME, LETTER = "predict", "predict", "(e)"
 
@@ -97,7 +98,8 @@ def measure(cfg):
     def add(work, t, a="ours", b="mlp", per=1):
         rows.append({"work": work, "ours_s": float(np.median(t[a])) / per,
                      "mlp_s": float(np.median(t[b])) / per,
-                     "speedup": ratio(t[b], t[a])})
+                     **compared("speedup", t[b], t[a]), "repeats": reps,
+                     "times_s": seconds(t), "calls_per_repeat": per})
 
     # Both estimators must agree on what they are timed on.
     assert ours.predict_proba(row).shape == mlp.predict_proba(row).shape
@@ -152,12 +154,13 @@ def goals(p):
 
 def text(p, run):
     lines = [f"(e) prediction, {p['data']} D={p['d']} H={p['hidden']} "
-             f"C={p['classes']}, {p['dtype']}; speedup = MLP time / ours",
+             f"C={p['classes']}, {p['dtype']}; speedup = MLP time / ours, ratio "
+             f"of medians; {SPREAD_WORDS}",
              *measured_lines(run)[:1],
              f"| {'work':32} | {'ours ms':>9} | {'MLP ms':>9} "
-             f"| {'speedup':>7} | {'ours python ms':>14} "
+             f"| {'speedup':>7} | {'spread':11} | {'ours python ms':>14} "
              f"| {'python/onnx':>11} |",
-             "|" + "|".join("-" * w for w in (34, 11, 11, 9, 16, 13)) + "|"]
+             "|" + "|".join("-" * w for w in (34, 11, 11, 9, 13, 16, 13)) + "|"]
     for r in p["rows"]:
         if "ours_python_s" in r:
             py = (f"{r['ours_python_s'] * 1e3:14.3f} | "
@@ -165,7 +168,8 @@ def text(p, run):
         else:
             py = " " * 14 + " | " + " " * 11
         lines.append(f"| {r['work']:32} | {r['ours_s'] * 1e3:9.3f} | "
-                     f"{r['mlp_s'] * 1e3:9.3f} | {r['speedup']:7.2f} | {py} |")
+                     f"{r['mlp_s'] * 1e3:9.3f} | {r['speedup']:7.2f} | "
+                     f"{spread_text(r.get('speedup_spread')):11} | {py} |")
     o = p["onnx"]
     if o["available"]:
         lines.append(f"    onnxruntime {o['onnxruntime']}, skl2onnx "

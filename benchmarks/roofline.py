@@ -12,8 +12,9 @@ GEMMs plus the batch gather and one update pass).
 import numpy as np
 import scipy.sparse as sp
 
-from common import (DTYPES, TARGETS, alternate, batch_bounds, five_gemms, flops,
-                    gemm_bound, goal, measured_lines, parameters, problem, ratio)
+from common import (DTYPES, SPREAD_WORDS, TARGETS, alternate, batch_bounds, compared,
+                    five_gemms, flops, gemm_bound, goal, measured_lines, parameters,
+                    problem, seconds, spread_text)
 from sk_twolayer import _solvers, loss_and_gradient
 from sk_twolayer._loss import TwoLayerLoss
 
@@ -56,7 +57,9 @@ def measure(cfg):
                     "bound_s": float(np.median(t["gemm"])),
                     "ours_s": float(np.median(t[path])),
                     "bound_gflops": gflop / float(np.median(t["gemm"])),
-                    "roofline_ratio": ratio(t["gemm"], t[path]),
+                    **compared("roofline_ratio", t["gemm"], t[path]),
+                    "repeats": reps,
+                    "times_s": seconds({"gemm": t["gemm"], "ours": t[path]}),
                 })
             del X
         rows.extend(_sgd_epoch(cfg, dname, dtype))
@@ -115,38 +118,45 @@ def _sgd_epoch(cfg, dname, dtype):
     t = alternate({"gemm": bound, "floor": floor, "epoch": epoch}, cfg.repeats)
     common = {"dtype": dname, "input": "dense", "n": n, "batch": b,
               "bound_s": float(np.median(t["gemm"])),
-              "bound_gflops": flops(n, d, h, c) / 1e9 / float(np.median(t["gemm"]))}
+              "bound_gflops": flops(n, d, h, c) / 1e9 / float(np.median(t["gemm"])),
+              "repeats": cfg.repeats}
     return [
         dict(common, path="sgd_epoch", ours_s=float(np.median(t["epoch"])),
-             roofline_ratio=ratio(t["gemm"], t["epoch"]),
+             **compared("roofline_ratio", t["gemm"], t["epoch"]),
              floor_s=float(np.median(t["floor"])),
-             floor_ratio=ratio(t["gemm"], t["floor"]),
-             ours_vs_floor=ratio(t["floor"], t["epoch"])),
+             **compared("floor_ratio", t["gemm"], t["floor"]),
+             **compared("ours_vs_floor", t["floor"], t["epoch"]),
+             times_s=seconds(t)),
         dict(common, path="sgd_floor GEMM+gather+upd",
              ours_s=float(np.median(t["floor"])),
-             roofline_ratio=ratio(t["gemm"], t["floor"])),
+             **compared("roofline_ratio", t["gemm"], t["floor"])),
     ]
 
 
 def goals(rows):
-    roof = {(r["dtype"], r["input"], r["path"]): r["roofline_ratio"] for r in rows}
+    roof = {(r["dtype"], r["input"], r["path"]): r for r in rows}
     met = {}
     for dname in DTYPES:
-        key = f"loss_and_gradient_roofline_{dname}"
-        met[key] = goal(roof.get((dname, "dense", "loss_and_gradient")), TARGETS[key])
-        key = f"sgd_epoch_roofline_{dname}"
-        met[key] = goal(roof.get((dname, "dense", "sgd_epoch")), TARGETS[key])
+        for what, path in (("loss_and_gradient", "loss_and_gradient"),
+                           ("sgd_epoch", "sgd_epoch")):
+            key = f"{what}_roofline_{dname}"
+            r = roof.get((dname, "dense", path), {})
+            met[key] = goal(r.get("roofline_ratio"), TARGETS[key],
+                            spread=r.get("roofline_ratio_spread"),
+                            repeats=r.get("repeats"))
     return met
 
 
 def text(rows, run):
-    lines = ["(a) roofline: GEMM-only time / our time (1.0 = at the bound)",
+    lines = ["(a) roofline: GEMM-only time / our time (1.0 = at the bound), ratio "
+             f"of medians; {SPREAD_WORDS}",
              *measured_lines(run),
              f"| {'dtype':7} | {'input':5} | {'path':26} | {'bound ms':>9} "
-             f"| {'ours ms':>9} | {'GFLOP/s':>7} | {'ratio':>5} |",
-             "|" + "|".join("-" * w for w in (9, 7, 28, 11, 11, 9, 7)) + "|"]
+             f"| {'ours ms':>9} | {'GFLOP/s':>7} | {'ratio':>5} | {'spread':11} |",
+             "|" + "|".join("-" * w for w in (9, 7, 28, 11, 11, 9, 7, 13)) + "|"]
     for r in rows:
         lines.append(f"| {r['dtype']:7} | {r['input']:5} | {r['path']:26} | "
                      f"{r['bound_s'] * 1e3:9.1f} | {r['ours_s'] * 1e3:9.1f} | "
-                     f"{r['bound_gflops']:7.1f} | {r['roofline_ratio']:5.2f} |")
+                     f"{r['bound_gflops']:7.1f} | {r['roofline_ratio']:5.2f} | "
+                     f"{spread_text(r.get('roofline_ratio_spread')):11} |")
     return lines

@@ -22,12 +22,15 @@ Each section is a module of this folder (``sections.py`` lists them):
 and ``exactness.py`` (``--only exactness``): how close the data-parallel
 fit comes to the in-memory fit.
 
-Every ratio is the median over repeats in which the two contenders run
-alternately (A, B, B, A, ...), because shared machines are noisy.
+Every ratio is the ratio of the medians of the two contenders' times over
+repeats in which they run alternately (A, B, B, A, ...) after a warm-up,
+because shared machines are noisy, and it comes with its spread (see
+``common.py``).
 
 Usage::
 
-    python benchmarks/run.py                  # default sizes, minutes
+    python benchmarks/run.py --only all       # every section: the full run
+    python benchmarks/run.py                  # sections a-e, g and i
     python benchmarks/run.py --quick          # tiny sizes, seconds; no file
     python benchmarks/run.py --repeats 9 --json /tmp/results.json
     python benchmarks/run.py --only predict   # prediction latency alone
@@ -51,8 +54,10 @@ import os
 import sys
 
 # Section (f) trains under scikit-learn's array_api_dispatch, which needs
-# scipy's array API support switched on before scipy is first imported.
-if "device" in " ".join(sys.argv[1:]):
+# scipy's array API support switched on before scipy is first imported (for
+# the whole run, where the run has the section).
+if "device" in " ".join(sys.argv[1:]) or "all" in sys.argv[1:] \
+        or "--only=all" in sys.argv[1:]:
     os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import contextlib  # noqa: E402
@@ -64,23 +69,32 @@ import sections  # noqa: E402
 def main(argv=None):
     cfg = sections.parse_args(argv)
     only = set(cfg.only.split(","))
+    chosen = [s for s in sections.SECTIONS if s.NAME in only]
     command = " ".join(["python benchmarks/run.py",
                         *(sys.argv[1:] if argv is None else argv)])
-    # The results file holds every section, each from its own run: this run
-    # replaces the sections it measures and keeps the others.
+    # The results file holds every section, each from the latest run that
+    # measured it: this run replaces the sections it measures and keeps the
+    # others. Its sections share one stamp (its id, commit and machine).
     results = common.read_results(cfg.json)
-    for section in sections.SECTIONS:
-        if section.NAME in only:
-            run = common.run_stamp(cfg, command)
-            t0 = time.perf_counter()
-            results[section.KEY] = section.measure(cfg)
-            run["seconds"] = round(time.perf_counter() - t0, 1)
-            with contextlib.suppress(OSError):
-                run["machine"]["loadavg_at_end"] = os.getloadavg()
-            results["runs"][section.KEY] = run
-            print(f"[{section.NAME} done in {run['seconds']:.0f} s]", file=sys.stderr)
-    results["targets"] = sections.goals(results)
-    results["table"] = sections.table(results)
+    stamp = common.run_stamp(cfg, command)
+    stamp["sections"] = [s.KEY for s in chosen]
+    started = time.perf_counter()
+    for section in chosen:
+        t0 = time.perf_counter()
+        results[section.KEY] = section.measure(cfg)
+        run = dict(stamp, seconds=round(time.perf_counter() - t0, 1),
+                   machine=dict(stamp["machine"]))
+        with contextlib.suppress(OSError):
+            run["machine"]["loadavg_at_end"] = os.getloadavg()
+        results["runs"][section.KEY] = run
+        print(f"[{section.NAME} done in {run['seconds']:.0f} s]", file=sys.stderr)
+        if cfg.json:  # (a long run stopped part way keeps what it measured)
+            sections.summarize(results)
+            common.write_results(results, cfg.json)
+    for section in chosen:
+        results["runs"][section.KEY]["run_seconds"] = round(
+            time.perf_counter() - started, 1)
+    sections.summarize(results)
     if cfg.json:
         common.write_results(results, cfg.json)
     print(results["table"])

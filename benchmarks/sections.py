@@ -66,11 +66,13 @@ def parse_args(argv=None):
         section.add_options(p)
     p.add_argument("--only", default=",".join(default_names()),
                    help="comma-separated sections to run, of "
-                        f"{','.join(BY_NAME)}")
+                        f"{','.join(BY_NAME)}; 'all': every one (the full run)")
     p.add_argument("--json", default=None,
                    help="the results file that this run's sections go into "
                         f"(default {RESULTS}; none with --quick)")
     args = p.parse_args(argv)
+    if args.only == "all":
+        args.only = ",".join(BY_NAME)
     unknown = set(args.only.split(",")) - set(BY_NAME)
     if unknown:
         p.error(f"--only: no section named {', '.join(sorted(unknown))}")
@@ -99,10 +101,17 @@ def table(results):
         if results.get(s.KEY):
             lines += ["", *s.text(results[s.KEY], results["runs"].get(s.KEY))]
     if results.get("targets"):
-        lines += ["", "targets:"]
+        lines += ["", "targets (value [spread]: verdict):"]
     for k, v in results.get("targets", {}).items():
         val = "n/a" if v["value"] is None else f"{v['value']:.3f}"
+        if v.get("spread") and not v.get("exact"):
+            val += f" [{v['spread'][0]:.3f}, {v['spread'][1]:.3f}]"
         op = "<=" if v.get("lower_is_better") else ">="
-        verdict = {True: "MET ", False: "MISS"}.get(v["met"], "----")
-        lines.append(f"  {verdict} {k}: {val} ({op} {v['target']})")
+        lines.append(f"  {k}: {val} ({op} {v['target']}): {v['verdict']}")
     return "\n".join(lines).lstrip("\n")
+
+
+def summarize(results):
+    """The goals and the table over every section of ``results``, into it."""
+    results["targets"] = goals(results)
+    results["table"] = table(results)

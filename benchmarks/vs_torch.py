@@ -11,8 +11,9 @@ import os
 
 import numpy as np
 
-from common import (DTYPES, TARGETS, alternate, batch_bounds, goal, measured_lines,
-                    parameters, problem, ratio, torch_sgd_loop)
+from common import (DTYPES, SPREAD_WORDS, TARGETS, alternate, batch_bounds,
+                    compared, goal, measured_lines, parameters, problem, ratio,
+                    seconds, spread_text, torch_sgd_loop)
 from sk_twolayer import _solvers
 from sk_twolayer._loss import TwoLayerLoss
 
@@ -83,7 +84,8 @@ def measure(cfg):
         rows.append({"dtype": dname, "work": "full-batch loss+gradient",
                      "ours_s": float(np.median(t["ours_full"])),
                      "torch_s": float(np.median(t["torch_full"])),
-                     "speedup": ratio(t["torch_full"], t["ours_full"])})
+                     **compared("speedup", t["torch_full"], t["ours_full"]),
+                     "repeats": cfg.repeats, "times_s": seconds(t)})
         bounds = batch_bounds(X, y, layout, theta0, b)
 
         def gemm_sgd():  # the GEMMs of the same epochs, alone
@@ -92,14 +94,15 @@ def measure(cfg):
                     f()
 
         t = alternate({"torch_sgd": torch_sgd, "ours_sgd": ours_sgd,
-                       "gemm": gemm_sgd}, cfg.fit_repeats, warmup=0)
+                       "gemm": gemm_sgd}, cfg.fit_repeats, warmup=1)
         rows.append({"dtype": dname,
                      "work": f"SGD {cfg.epochs} epochs, batch {b}",
                      "ours_s": float(np.median(t["ours_sgd"])),
                      "torch_s": float(np.median(t["torch_sgd"])),
-                     "speedup": ratio(t["torch_sgd"], t["ours_sgd"]),
+                     **compared("speedup", t["torch_sgd"], t["ours_sgd"]),
                      "ours_roofline": ratio(t["gemm"], t["ours_sgd"]),
-                     "torch_roofline": ratio(t["gemm"], t["torch_sgd"])})
+                     "torch_roofline": ratio(t["gemm"], t["torch_sgd"]),
+                     "repeats": cfg.fit_repeats, "times_s": seconds(t)})
     return {"available": True, "version": torch.__version__,
             "threads": torch.get_num_threads(), "rows": rows}
 
@@ -108,25 +111,29 @@ def goals(t):
     if not t.get("available"):
         return {}
     return {f"speedup_vs_torch {row['work']} {row['dtype']}":
-            goal(row["speedup"], TARGETS["speedup_vs_torch"]) for row in t["rows"]}
+            goal(row["speedup"], TARGETS["speedup_vs_torch"],
+                 spread=row.get("speedup_spread"), repeats=row.get("repeats"))
+            for row in t["rows"]}
 
 
 def text(t, run):
     if not t.get("available"):
         return ["(d) PyTorch: not installed (pip install torch==2.13.0)"]
     lines = [f"(d) PyTorch {t['version']} CPU, {t['threads']} threads "
-             "(speedup = torch time / our time)",
-             "    (roofline: GEMM-only time of the same epochs / time)",
+             "(speedup = torch time / our time, ratio of medians)",
+             "    (roofline: GEMM-only time of the same epochs / time; "
+             f"{SPREAD_WORDS})",
              *measured_lines(run),
              f"| {'dtype':7} | {'work':26} | {'ours s':>7} | {'torch s':>7} "
-             f"| {'speedup':>7} | {'ours roofline':>13} "
+             f"| {'speedup':>7} | {'spread':11} | {'ours roofline':>13} "
              f"| {'torch roofline':>14} |",
-             "|" + "|".join("-" * w for w in (9, 28, 9, 9, 9, 15, 16)) + "|"]
+             "|" + "|".join("-" * w for w in (9, 28, 9, 9, 9, 13, 15, 16)) + "|"]
     for r in t["rows"]:
         ours_r = f"{r['ours_roofline']:13.2f}" if "ours_roofline" in r else " " * 13
         torch_r = (f"{r['torch_roofline']:14.2f}" if "torch_roofline" in r
                    else " " * 14)
         lines.append(f"| {r['dtype']:7} | {r['work']:26} | {r['ours_s']:7.3f} | "
-                     f"{r['torch_s']:7.3f} | {r['speedup']:7.2f} | {ours_r} "
+                     f"{r['torch_s']:7.3f} | {r['speedup']:7.2f} | "
+                     f"{spread_text(r.get('speedup_spread')):11} | {ours_r} "
                      f"| {torch_r} |")
     return lines
