@@ -1,19 +1,17 @@
 """How close the data-parallel fit is to the in-memory fit, measured.
 
-Run with ``python benchmarks/exactness.py`` (about two minutes here; needs
-the ``dask`` extra). It writes the section ``exactness`` of
-``benchmarks/results.json`` (with ``--json``, another file), stamped like
-the sections of ``run.py``, and prints its table. Not a timing: it may run
-beside other work.
+Run with ``python benchmarks/run.py --only exactness`` (about two minutes
+here; needs the ``dask`` extra; it was ``python benchmarks/exactness.py``).
+Not a timing: it may run beside other work.
 
-The data are the rows of section (g) (a linear teacher, float64), N rows
-for training in ``--blocks`` row blocks on a ``LocalCluster`` of two worker
-processes with one thread each, and ``--test-rows`` more rows to compare
-predictions on. Every fit starts from the same weights (``random_state=0``)
+The data are rows of a linear teacher (float64), N rows for training in
+``--exactness-blocks`` row blocks on a ``LocalCluster`` of two worker
+processes with one thread each, and ``--exactness-test-rows`` more rows to
+compare predictions on. Every fit starts from the same weights (``random_state=0``)
 and runs ``tol=0`` so that it stops only at ``max_iter``.
 
 - **Per evaluation.** Every point at which a data-parallel fit of
-  ``max(--max-iter)`` iterations evaluated the objective is evaluated again
+  ``max(--exactness-max-iter)`` iterations evaluated the objective is evaluated again
   by the in-memory fit's objective; the section gives the largest relative
   difference of the loss, and of the gradient (largest entry of the
   difference over the largest entry of the in-memory gradient).
@@ -25,29 +23,33 @@ and runs ``tol=0`` so that it stops only at ``max_iter``.
   MiB). Also: how many test labels differ, and each fit's iterations.
 """
 
-import argparse
 import contextlib
-import sys
-import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 import sklearn
-from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-try:  # run from a checkout without installing
-    import sk_twolayer  # noqa: F401
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(HERE.parent))
+from common import make_block, measured_lines, quietly
+from sk_twolayer import TwoLayerSoftmaxClassifier, _solvers
 
-import bench_dask  # noqa: E402
-import run  # noqa: E402
+KEY, NAME, LETTER = "exactness", "exactness", "exactness"
+DEFAULT = False
 
-from sk_twolayer import TwoLayerSoftmaxClassifier, _solvers  # noqa: E402
+
+def add_options(parser):
+    parser.add_argument("--exactness-n", type=int, default=20_000,
+                        help="training rows of the section exactness")
+    parser.add_argument("--exactness-d", type=int, default=50)
+    parser.add_argument("--exactness-hidden", type=int, default=64)
+    parser.add_argument("--exactness-blocks", type=int, default=10)
+    parser.add_argument("--exactness-test-rows", type=int, default=4_000)
+    parser.add_argument("--exactness-max-iter", default="30,60,100,150,200",
+                        help="comma-separated max_iter of the long fits")
+
+
+QUICK = {"exactness_n": 600, "exactness_d": 8, "exactness_hidden": 8,
+         "exactness_blocks": 3, "exactness_test_rows": 200,
+         "exactness_max_iter": "3,6"}
 
 CONTENDERS = {
     "dask": "data-parallel, 2 workers",
@@ -83,34 +85,29 @@ def recorded_evaluations():
         _solvers.minimize = minimize
 
 
-def _quietly(fit):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return fit()
-
-
 def measure(cfg):
     import dask.array as da
     from distributed import Client, LocalCluster
 
     from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier
 
-    rows = cfg.n // cfg.blocks
-    parts = [bench_dask.make_block(seed, rows, cfg.d, cfg.classes)
-             for seed in range(cfg.blocks + 1)]
+    n, d, c = cfg.exactness_n, cfg.exactness_d, cfg.classes
+    blocks = cfg.exactness_blocks
+    max_iters = [int(k) for k in cfg.exactness_max_iter.split(",")]
+    rows = n // blocks
+    parts = [make_block(seed, rows, d, c) for seed in range(blocks + 1)]
     X = np.concatenate([p[0] for p in parts[:-1]])
     y = np.concatenate([p[1] for p in parts[:-1]])
-    X_test = np.concatenate([bench_dask.make_block(10_000 + i, cfg.test_rows // 2,
-                                                   cfg.d, cfg.classes)[0]
-                             for i in range(2)])
-    params = dict(hidden_size=cfg.hidden, tol=0.0, random_state=0)
+    X_test = np.concatenate([make_block(10_000 + i, cfg.exactness_test_rows // 2,
+                                        d, c)[0] for i in range(2)])
+    params = dict(hidden_size=cfg.exactness_hidden, tol=0.0, random_state=0)
 
     def in_memory(max_iter, threads=1, working_memory=None):
         clf = TwoLayerSoftmaxClassifier(**params, max_iter=max_iter)
         context = (sklearn.config_context(working_memory=working_memory)
                    if working_memory else contextlib.nullcontext())
         with threadpool_limits(threads, user_api="blas"), context:
-            return _quietly(lambda: clf.fit(X, y))
+            return quietly(lambda: clf.fit(X, y))
 
     # Worker processes; with --quick (a smoke test), threads, which start at
     # once.
@@ -124,12 +121,12 @@ def measure(cfg):
         def on_dask(max_iter):
             clf = DaskTwoLayerSoftmaxClassifier(**params, max_iter=max_iter)
             clf.client = client
-            return _quietly(lambda: clf.fit(dX, dy))
+            return quietly(lambda: clf.fit(dX, dy))
 
         # ---- per evaluation: the in-memory objective at the points where
         # the data-parallel fit evaluated its own.
         with recorded_evaluations() as calls:
-            on_dask(max(cfg.max_iter))
+            on_dask(max(max_iters))
             in_memory(1)
         (_, evaluations), (memory_fun, _) = calls
         loss_gaps, grad_gaps = [], []
@@ -145,7 +142,7 @@ def measure(cfg):
 
         # ---- long fits
         fits = []
-        for max_iter in cfg.max_iter:
+        for max_iter in max_iters:
             reference = in_memory(max_iter)
             proba = reference.predict_proba(X_test)
             labels = reference.predict(X_test)
@@ -159,13 +156,21 @@ def measure(cfg):
                     "max_proba_gap": float(np.abs(clf.predict_proba(X_test)
                                                   - proba).max()),
                     "labels_differ": int((clf.predict(X_test) != labels).sum())})
-    return {"n": len(y), "d": cfg.d, "hidden": cfg.hidden, "classes": cfg.classes,
-            "blocks": cfg.blocks, "workers": 2, "worker_processes": not cfg.quick,
+    return {"n": len(y), "d": d, "hidden": cfg.exactness_hidden, "classes": c,
+            "blocks": blocks, "workers": 2, "worker_processes": not cfg.quick,
             "test_rows": len(X_test),
             "per_evaluation": per_evaluation, "fits": fits}
 
 
-def format_exactness(r):
+def goals(r):
+    return {}
+
+
+def text(r, run):
+    return [*_table(r), *measured_lines(run)[:1]]
+
+
+def _table(r):
     workers = "processes" if r.get("worker_processes", True) else "threads"
     lines = [f"exactness: the data-parallel and the in-memory fit, N={r['n']} "
              f"D={r['d']} H={r['hidden']} C={r['classes']}, {r['blocks']} blocks "
@@ -186,46 +191,5 @@ def format_exactness(r):
     return lines
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
-    p.add_argument("--n", type=int, default=20_000, help="training rows")
-    p.add_argument("--d", type=int, default=50)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--blocks", type=int, default=10)
-    p.add_argument("--test-rows", type=int, default=4_000)
-    p.add_argument("--max-iter", default="30,60,100,150,200",
-                   help="comma-separated max_iter of the long fits")
-    p.add_argument("--json", default=None,
-                   help=f"the results file (default {run.RESULTS}; none with "
-                        "--quick)")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.n, args.d, args.hidden, args.blocks = 600, 8, 8, 3
-        args.test_rows, args.max_iter = 200, "3,6"
-    elif args.json is None:
-        args.json = str(run.RESULTS)
-    args.max_iter = [int(k) for k in args.max_iter.split(",")]
-    return args
-
-
-def main(argv=None):
-    cfg = parse_args(argv)
-    command = " ".join(["python benchmarks/exactness.py",
-                        *(sys.argv[1:] if argv is None else argv)])
-    results = run.read_results(cfg.json)
-    stamp = run.run_stamp(cfg, command)
-    t0 = time.perf_counter()
-    results["exactness"] = measure(cfg)
-    stamp["seconds"] = round(time.perf_counter() - t0, 1)
-    results["runs"]["exactness"] = stamp
-    run.write_results(results, cfg.json)
-    print("\n".join(format_exactness(results["exactness"])))
-    if cfg.json:
-        print(f"\nwrote {cfg.json}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit("this section runs with: python benchmarks/run.py --only exactness")

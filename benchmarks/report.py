@@ -2,8 +2,8 @@
 
 Every measured figure that README.md, benchmarks/README.md and the pages
 under docs/ publish is written here, from the results file that
-``benchmarks/run.py`` and ``benchmarks/exactness.py`` fill, section by
-section. A page marks each generated part with its name::
+``benchmarks/run.py`` fills, section by section. A page marks each
+generated part with its name::
 
     <!-- results: NAME -->            .. results: NAME
     ...                               ...
@@ -13,21 +13,38 @@ section. A page marks each generated part with its name::
 invisible on the rendered page.) After a benchmark run::
 
     python benchmarks/report.py           # rewrite the generated parts
-    python benchmarks/report.py --check   # exit 1 where a page is out of date
+    python benchmarks/report.py --check   # exit 1 where a page is out of date,
+                                          # or a part mixes machines or commits
+
+A published figure comes from one run, on one machine, at one commit: each
+generated part draws on some sections of the results file, and ``--check``
+fails where those sections were measured on different machines or at
+different commits, and says which. Where the package's code
+(``sk_twolayer/``) changed since a figure's commit, the page says
+"measured at COMMIT, older than the code" (``git diff``; where git cannot
+tell, the page keeps what it said).
 
 tests/test_docs.py runs the check, and also fails on a figure written by
 hand anywhere in those pages that the results file does not hold.
 """
 
 import argparse
+import functools
 import json
 import re
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import sections  # noqa: E402
+from common import RESULTS, machine_id, older_than_code, spread_text  # noqa: E402
+from dask_cost import (REPORTED_AT, cost_model, ops_text, pinning_text,  # noqa: E402
+                       wall_text)
+from dask_fit import spark_note  # noqa: E402
+from exactness import CONTENDERS  # noqa: E402
+
 ROOT = HERE.parent
-RESULTS = HERE / "results.json"
 PAGES = ["README.md", "benchmarks/README.md", "docs/benchmarks.rst",
          "docs/scaling_out.rst", "docs/scaling_out_design.rst",
          "docs/user_guide/accelerators.rst", "docs/user_guide/solvers.rst"]
@@ -98,22 +115,69 @@ def machine(run):
     return words
 
 
-def stamp(results, key, fmt, packages=("numpy", "scipy", "scikit-learn")):
-    """When, where and with what a section was measured, in one sentence."""
-    run = results["runs"][key]
-    v = run["versions"]
-    pkgs = ", ".join(f"{name} {v[name]}" for name in packages if name in v)
-    at = f" at {code(run['commit'], fmt)}" if run.get("commit") else ""
-    return (f"Measured {run['date']}{at} with {code(run['command'].strip(), fmt)} on "
-            f"{machine(run)}; Python {v['python']}, {pkgs}.")
+# The generated part being rendered, as the page had it (where git cannot
+# tell whether the code changed since a figure, the page keeps what it said).
+_BEFORE = {"text": ""}
+
+
+@functools.lru_cache(maxsize=None)
+def _older(commit):
+    return older_than_code(commit)
+
+
+def stale_note(run):
+    """ "measured at COMMIT, older than the code", where ``sk_twolayer/``
+    changed since the run's commit; "" where it did not, or where that
+    cannot be told and the page did not say so."""
+    commit = run.get("commit")
+    if not commit:
+        return ""
+    note = f"measured at {commit}, older than the code"
+    older = _older(commit)
+    if older is None:
+        older = note in _BEFORE["text"]
+    return note if older else ""
+
+
+def run_of(run):
+    """What tells one run from another: its id (older files: its date,
+    command and commit)."""
+    return run.get("id") or (run["date"], run["command"], run.get("commit"))
+
+
+def identity(run):
+    """What a block's runs must share: the machine and the code."""
+    return machine_id(run), run.get("commit"), run.get("changes")
+
+
+def stamp(results, keys, fmt, packages=("numpy", "scipy", "scikit-learn")):
+    """When, where and with what sections were measured: one sentence per
+    run (one for all of them where they come from one run)."""
+    keys = [keys] if isinstance(keys, str) else [k for k in keys
+                                                 if k in results["runs"]]
+    groups = {}
+    for key in keys:
+        groups.setdefault(run_of(results["runs"][key]), []).append(key)
+    sentences = []
+    for group in groups.values():
+        run = results["runs"][group[0]]
+        v = run["versions"]
+        pkgs = ", ".join(f"{name} {v[name]}" for name in packages if name in v)
+        at = f" at {code(run['commit'], fmt)}" if run.get("commit") else ""
+        which = "" if len(groups) == 1 else (
+            ("Section " if len(group) == 1 else "Sections ")
+            + ", ".join(LETTERS[k] for k in group) + ": m")
+        note = stale_note(run)
+        sentences.append(
+            f"{which or 'M'}easured {run['date']}{at} with "
+            f"{code(run['command'].strip(), fmt)} on {machine(run)}; Python "
+            f"{v['python']}, {pkgs}." + (f" Figures {note}." if note else ""))
+    return " ".join(sentences)
 
 
 def section_text(results, key):
     """A section as run.py prints it."""
-    sys.path.insert(0, str(HERE))
-    import run
-
-    return run.format_table({"runs": results["runs"], key: results[key]}).splitlines()
+    return sections.table({"runs": results["runs"], key: results[key]}).splitlines()
 
 
 def gap(value, digits=1):
@@ -125,6 +189,12 @@ def gap(value, digits=1):
 
 def _x(value, digits=2):
     return f"{value:.{digits}f}x"
+
+
+def _with_spread(shown, row, field):
+    """A figure and its spread: "1.05x (1.02-1.08)", "(spread not recorded)"."""
+    spread = row.get(f"{field}_spread")
+    return f"{shown} ({spread_text(spread) if spread else 'spread not recorded'})"
 
 
 def _f(value, digits=2):
@@ -161,14 +231,15 @@ GOALS = [
     ("memory_ratio_vs_mlp", "peak extra memory of an lbfgs fit: at most 25% of "
      "MLPClassifier's"),
     ("dask_one_worker_vs_memory", "data-parallel fit on one worker, blocks made "
-     "on the workers: at most 1.10x the in-memory fit's time"),
+     "on the workers: at most 1.10x the in-memory fit's time (whole fits, set-up "
+     "included)"),
     ("dask_one_worker_vs_memory from_array", "the same, blocks sent from an "
      "in-memory array (da.from_array)"),
     ("dask_overhead_vs_round_trip 1 worker(s)", "per-evaluation overhead of the "
      "data-parallel fit, one worker: at most 2x a bare task round trip"),
     ("dask_overhead_vs_round_trip 2 worker(s)", "the same, two workers"),
-    ("dask_two_workers_vs_one", "data-parallel fit: two workers at least 1.6x "
-     "as fast as one"),
+    ("dask_two_workers_vs_one", "data-parallel fit: an L-BFGS iteration on two "
+     "workers at least 1.6x as fast as on one"),
     ("dask_speedup_vs_spark", "an L-BFGS iteration at least 3x as fast as Spark "
      "MLlib's MLP on the same cores"),
     ("dask_cost_scheduler_mib 16 workers", "data-parallel fit, 16 workers: at "
@@ -179,7 +250,8 @@ GOALS = [
      "evaluation: at most 1 ms more per added worker (the slope of a straight "
      "line through the measured K)"),
     ("dask_cost_star_vs_tree 2 workers", "2 workers: an evaluation no slower "
-     "than the faster of a star and a tree (the default's time over it)"),
+     "than with the other of a star and a tree (the default's time over the "
+     "other's)"),
     ("device full-batch loss+gradient fraction_of_gemm_rate", "on a GPU: "
      "full-batch loss and gradient at least 0.5 of the device's GEMM rate"),
     ("device lbfgs", "on a GPU: L-BFGS at least 20x as fast as NumPy on the "
@@ -215,28 +287,42 @@ def _goal_section(key):
     return next(s for p, s in GOAL_SECTIONS.items() if key.startswith(p))
 
 
+def _goal_sources(results):
+    return sorted({_goal_section(k) for k in sections.goals(results)},
+                  key=ORDER.index)
+
+
 def goals(results, fmt):
-    """Every goal, once, with its measured value and whether it was met."""
+    """Every goal, once, with its measured value, spread and verdict."""
     rows = []
+    targets = sections.goals(results)
     on_gpu = str(results.get("device", {}).get("device", "")).startswith("cuda")
     for key, words in GOALS:
         if key == "device lbfgs":  # its name has the number of iterations
-            key = next((k for k in results["targets"]
-                        if k.startswith("device lbfgs")), key)
-        goal = results["targets"].get(key)
+            key = next((k for k in targets if k.startswith("device lbfgs")), key)
+        goal = targets.get(key)
         if key.startswith("device") and not on_gpu:
-            rows.append([words, "not measured: no GPU", ""])
+            rows.append([words, "not measured: no GPU", "", ""])
             continue
         if goal is None:
-            rows.append([words, "not measured", ""])
+            rows.append([words, "not measured", "", ""])
             continue
         value = goal["value"]
-        shown = (f"{100 * value:.1f}%" if key == "memory_ratio_vs_mlp"
-                 else _f(value))
-        verdict = {True: "met", False: "missed", None: ""}[goal["met"]]
-        rows.append([words, f"{shown} ({results['runs'][_goal_section(key)]['date']})",
-                     verdict])
-    return table(["goal", "measured", ""], rows, fmt, widths=[60, 25, 15])
+        if key == "memory_ratio_vs_mlp":
+            shown = f"{100 * value:.1f}%"
+        else:
+            shown = "n/a" if value is None else _f(value)
+        spread = ("not a timing" if goal.get("exact") else
+                  spread_text(goal["spread"]) if goal.get("spread") else "not recorded")
+        rows.append([words, shown, spread, goal["verdict"]])
+    return "\n".join([
+        "Each figure is a ratio of medians over alternating repeats; a goal is "
+        "met only where its whole spread (the interquartile range of the "
+        "per-repeat ratios) clears it, missed only where the whole spread misses "
+        "it, and within noise otherwise. " + stamp(results, _goal_sources(results),
+                                                   fmt), "",
+        table(["goal", "measured", "spread", "verdict"], rows, fmt,
+              widths=[50, 15, 15, 20])])
 
 
 # --------------------------------------------------------------- fragments
@@ -260,30 +346,42 @@ def readme_performance(results, fmt):
     dtypes = ("float64", "float32")
     cfg = results["runs"]["roofline"]["config"]
     mem = results["memory"]
+    def cells(find, field, shown=_f):
+        return [_with_spread(shown(find(d)[field]), find(d), field) for d in dtypes]
+
+    def roof(path):
+        return lambda d: _roof(results, d, path)
+
+    def mlp(solver):
+        return lambda d: _mlp(results, solver, d)
+
+    def torch(work):
+        return lambda d: _torch(results, work, d)
+
     rows = [
         ["full-batch loss and gradient / GEMM bound"]
-        + [_f(_roof(results, d, "loss_and_gradient")["roofline_ratio"]) for d in dtypes],
+        + cells(roof("loss_and_gradient"), "roofline_ratio"),
         [f"SGD epoch (batch {cfg['batch']}) / GEMM bound"]
-        + [_f(_roof(results, d, "sgd_epoch")["roofline_ratio"]) for d in dtypes],
+        + cells(roof("sgd_epoch"), "roofline_ratio"),
         ["SGD floor (GEMMs, row gather, update; no other arithmetic) / GEMM bound"]
-        + [_f(_roof(results, d, "sgd_epoch")["floor_ratio"]) for d in dtypes],
+        + cells(roof("sgd_epoch"), "floor_ratio"),
         [f"fit speed vs MLPClassifier, sgd {cfg['epochs']} epochs"]
-        + [_x(_mlp(results, "sgd", d)["speedup"]) for d in dtypes],
-        [f"fit speed vs MLPClassifier, lbfgs {cfg['lbfgs_iter']} iterations"]
-        + [_x(_mlp(results, "lbfgs", d)["speedup"]) for d in dtypes],
+        + cells(mlp("sgd"), "speedup", _x),
+        [f"fit speed vs MLPClassifier, lbfgs {cfg['lbfgs_iter']} iterations "
+         "(MLPClassifier's lbfgs computes in float64 on float32 data)"]
+        + cells(mlp("lbfgs"), "speedup", _x),
         [f"speed vs PyTorch CPU, SGD {cfg['epochs']} epochs"]
-        + [_x(_torch(results, "SGD", d)["speedup"]) for d in dtypes],
+        + cells(torch("SGD"), "speedup", _x),
         ["speed vs PyTorch CPU, full-batch loss and gradient"]
-        + [_x(_torch(results, "full-batch", d)["speedup"]) for d in dtypes],
+        + cells(torch("full-batch"), "speedup", _x),
         [f"peak extra memory of an lbfgs fit vs MLPClassifier (N={mem['n']}, "
          f"D={mem['d']})", f"{100 * mem['ratio']:.1f}%", ""],
     ]
-    run = results["runs"]["roofline"]
     lines = [f"N={cfg['n']}, D={cfg['d']}, H={cfg['hidden']}, C={cfg['classes']}. "
-             + stamp(results, "roofline", fmt, ("numpy", "scipy", "scikit-learn",
-                                                "torch")), "",
-             table(["measurement", "float64", "float32"], rows, fmt)]
-    assert all(results["runs"][k] == run for k in ("vs_mlp", "memory", "torch"))
+             + stamp(results, README_PERFORMANCE, fmt,
+                     ("numpy", "scipy", "scikit-learn", "torch")), "",
+             table(["measurement (in brackets: the spread)", "float64", "float32"],
+                   rows, fmt)]
     return "\n".join(lines)
 
 
@@ -291,36 +389,44 @@ def readme_more(results, fmt):
     """README.md's figures of the other sections, one line each."""
     p = {r["work"]: r for r in results["predict"]["rows"]}
     g = results["dask"]
+    batch = f"predict_proba, {results['predict']['batch_rows']} rows"
+    per_iteration = "per_iteration_s" in g
     rows = [
         ["`predict_proba` on one row vs MLPClassifier",
-         _x(p["predict_proba, 1 row"]["speedup"]), "(e)"],
+         _with_spread(_x(p["predict_proba, 1 row"]["speedup"]),
+                      p["predict_proba, 1 row"], "speedup"), "(e)"],
         ["`predict` on one row vs MLPClassifier",
-         _x(p["predict, 1 row"]["speedup"]), "(e)"],
+         _with_spread(_x(p["predict, 1 row"]["speedup"]), p["predict, 1 row"],
+                      "speedup"), "(e)"],
         [f"`predict_proba` on {results['predict']['batch_rows']:,} rows vs "
-         "MLPClassifier",
-         _x(p[f"predict_proba, {results['predict']['batch_rows']} rows"]["speedup"]),
+         "MLPClassifier", _with_spread(_x(p[batch]["speedup"]), p[batch], "speedup"),
          "(e)"],
         ["data-parallel fit on one Dask worker, time / in-memory fit's",
-         _f(g["one_worker"]["time_ratio"]), "(g)"],
-        ["data-parallel fit, two workers vs one", _x(g["two_workers"]["speedup"]),
+         _with_spread(_f(g["one_worker"]["time_ratio"]), g["one_worker"],
+                      "time_ratio"), "(g)"],
+        ["data-parallel fit, two workers vs one"
+         + (", per L-BFGS iteration" if per_iteration else ""),
+         _with_spread(_x(g["two_workers"]["speedup"]), g["two_workers"], "speedup"),
          "(g)"],
     ]
-    if g["spark"].get("available"):
+    s = g["spark"]
+    if s.get("available"):
         rows.append(["data-parallel L-BFGS iteration vs Spark MLlib's MLP "
-                     f"(local[{g['spark']['cores']}])", _x(g["spark"]["speedup"]),
-                     "(g)"])
-    notes = [f"- {letter} " + stamp(results, key, fmt, packages)
-             for letter, key, packages in (
-                 ("(e)", "predict", ("numpy", "scikit-learn", "onnxruntime")),
-                 ("(g)", "dask", ("numpy", "scikit-learn", "dask", "distributed",
-                                  "pyspark")))]
-    return "\n".join([table(["measurement", "result", "section"], rows, fmt), "",
-                      *notes])
+                     f"(local[{s['cores']}]"
+                     + (", Spark on its Java BLAS fallback" if spark_note(s) else "")
+                     + ")", _with_spread(_x(s["speedup"]), s, "speedup"), "(g)"])
+    return "\n".join([
+        table(["measurement", "result (in brackets: the spread)", "section"], rows,
+              fmt), "",
+        stamp(results, README_MORE, fmt, ("numpy", "scikit-learn", "onnxruntime",
+                                          "dask", "distributed", "pyspark"))])
 
 
 def section(key):
     def render(results, fmt):
-        return text_block(section_text(results, key), fmt)
+        note = stale_note(results["runs"][key]) if key in results["runs"] else ""
+        return text_block(section_text(results, key)
+                          + ([f"    {note}"] if note else []), fmt)
     return render
 
 
@@ -329,8 +435,8 @@ def sgd_floor(results, fmt):
     rows = []
     for dtype in ("float64", "float32"):
         r = _roof(results, dtype, "sgd_epoch")
-        rows.append([dtype, _f(r["floor_ratio"]), _f(r["ours_vs_floor"]),
-                     _f(r["roofline_ratio"])])
+        rows.append([dtype] + [_with_spread(_f(r[field]), r, field) for field in
+                               ("floor_ratio", "ours_vs_floor", "roofline_ratio")])
     return table(["dtype", "floor / GEMM bound", "our epoch / floor",
                   "our epoch / GEMM bound"], rows, fmt)
 
@@ -348,7 +454,8 @@ def exactness_summary(results, fmt):
     fits = {(f["max_iter"], f["contender"]): f for f in r["fits"]}
     d_short, d_long = fits[short, "dask"], fits[longest, "dask"]
     return (
-        f"Measured by ``benchmarks/exactness.py`` ({results['runs']['exactness']['date']}"
+        f"Measured by ``python benchmarks/run.py --only exactness`` "
+        f"({results['runs']['exactness']['date']}"
         f"; {r['n']:,} rows in {r['blocks']} blocks on {r['workers']} workers): at "
         f"every one of the {e['evaluations']} evaluations of a fit, the loss and "
         f"the gradient were the in-memory ones to a relative "
@@ -362,16 +469,13 @@ def exactness_summary(results, fmt):
 def exactness_table(results, fmt):
     """The design page's table: gaps by max_iter, for each contender."""
     r = results["exactness"]
-    sys.path.insert(0, str(HERE))
-    import exactness
-
-    header = ["``max_iter``"] + list(exactness.CONTENDERS.values())
+    header = ["``max_iter``"] + list(CONTENDERS.values())
     rows = []
     for max_iter in sorted({f["max_iter"] for f in r["fits"]}):
         cells = {f["contender"]: f for f in r["fits"] if f["max_iter"] == max_iter}
         rows.append([str(max_iter)] + [
             f"{gap(cells[c]['max_proba_gap'])} ({cells[c]['labels_differ']})"
-            for c in exactness.CONTENDERS])
+            for c in CONTENDERS])
     e = r["per_evaluation"]
     return "\n".join([
         f"N={r['n']:,} rows of D={r['d']} features, C={r['classes']} classes, "
@@ -392,11 +496,75 @@ def exactness_table(results, fmt):
 def dask_cost(results, fmt):
     """Section (g) as a table, for the design page."""
     g = results["dask"]
+    if "per_iteration_s" not in g:
+        return _dask_before_per_iteration(results, fmt)
+    it, one = g["per_iteration_s"], g["one_worker"]
+
+    def ms(seconds):
+        return f"{seconds * 1e3:.0f} ms"
+
+    def spread(row, field):
+        return spread_text(row[f"{field}_spread"])
+
+    rows = [["time per L-BFGS iteration, in memory (1 BLAS thread)", ms(it["memory"])]]
+    rows += [[f"the same, {name}", ms(v)] for name, v in it.items()
+             if name not in ("memory", "spark")]
+    rows.append(["one worker / in memory, per iteration",
+                 f"{one['per_iteration_ratio']:.2f} "
+                 f"({spread(one, 'per_iteration_ratio')})"])
+    if "two_workers" in g:
+        two = g["two_workers"]
+        rows += [["two workers / in memory, per iteration",
+                  f"{two['per_iteration_ratio']:.2f} "
+                  f"({spread(two, 'per_iteration_ratio')})"],
+                 ["two workers vs one, per iteration",
+                  f"{two['speedup']:.2f}x ({spread(two, 'speedup')})"]]
+    rows += [["whole fit on one worker / in memory (blocks made on the workers)",
+              f"{one['time_ratio']:.2f} ({spread(one, 'time_ratio')}; "
+              f"{one['dask_s']:.2f} s / {one['memory_s']:.2f} s)"],
+             ["the same, blocks sent from an in-memory array (``da.from_array``)",
+              f"{one['from_array_time_ratio']:.2f} "
+              f"({spread(one, 'from_array_time_ratio')}; {one['from_array_s']:.2f} s)"]]
+    for workers, o in g["overhead"].items():
+        rows.append([f"overhead of an evaluation, {workers} worker(s)",
+                     f"{o['overhead_s'] * 1e3:.1f} ms, "
+                     f"{o['overhead_vs_round_trip']:.2f}x "
+                     f"({spread(o, 'overhead_vs_round_trip')}) a bare round trip "
+                     f"({o['round_trip_s'] * 1e3:.1f} ms)"])
+    s = g["spark"]
+    if s.get("available"):
+        blas = "native BLAS" if s["blas_native"] else "its Java BLAS fallback"
+        rows.append([f"time per L-BFGS iteration, Spark MLlib {s['version']} "
+                     f"(``local[{s['cores']}]``, {blas}) vs ours on {s['cores']} "
+                     "workers",
+                     f"{s['speedup']:.2f}x ({spread(s, 'speedup')}; "
+                     f"{ms(s['per_iteration_s'])} / {ms(s['ours_per_iteration_s'])})"])
+    rows.append(["same model as in memory: iterations, largest probability gap",
+                 f"{g['n_iter'][0]} / {g['n_iter'][1]}, "
+                 f"{gap(g['same_model_max_proba_gap'])}"])
+    lines = [
+        f"``make_classification``: N={g['n']:,} rows, D={g['d']} "
+        f"({g['informative']} informative), H={g['hidden']}, C={g['classes']}, "
+        f"{g['blocks']} row blocks, worker processes with one thread each; "
+        f"{g['iterations']}-iteration and 1-iteration fits (``tol=0``), "
+        f"{g['repeats']} alternating repeats after a warm-up; ratios of medians, "
+        "in brackets the interquartile range of the per-repeat ratios. "
+        + stamp(results, "dask", fmt, ("numpy", "dask", "distributed", "pyspark")),
+        "", table(["measurement", "result"], rows, fmt, widths=[55, 45])]
+    if spark_note(s):
+        lines += ["", f"Not like for like: {spark_note(s)}."]
+    return "\n".join(lines)
+
+
+def _dask_before_per_iteration(results, fmt):
+    """Section (g) as measured before it timed iterations (no spreads)."""
+    g = results["dask"]
     rows = []
     for workers, o in g["overhead"].items():
         rows.append([f"overhead of an evaluation, {workers} worker(s)",
-                     f"{o['overhead_s'] * 1e3:.1f} ms, {o['overhead_vs_round_trip']:.2f}x"
-                     f" a bare round trip ({o['round_trip_s'] * 1e3:.1f} ms)"])
+                     f"{o['overhead_s'] * 1e3:.1f} ms, "
+                     f"{o['overhead_vs_round_trip']:.2f}x a bare round trip "
+                     f"({o['round_trip_s'] * 1e3:.1f} ms)"])
     one = g["one_worker"]
     rows.append(["one worker, time / in-memory fit's (blocks made on the workers)",
                  f"{one['time_ratio']:.2f} ({one['dask_s']:.2f} s / "
@@ -407,19 +575,14 @@ def dask_cost(results, fmt):
         two = g["two_workers"]
         rows.append(["two workers vs one", f"{two['speedup']:.2f}x "
                      f"({two['two_s']:.2f} s / {two['one_s']:.2f} s)"])
-    s = g["spark"]
-    if s.get("available"):
-        rows.append([f"time per L-BFGS iteration, Spark MLlib {s['version']} "
-                     f"(``local[{s['cores']}]``) vs ours on {s['cores']} workers",
-                     f"{s['speedup']:.2f}x ({s['per_iteration_s'] * 1e3:.0f} ms / "
-                     f"{s['ours_per_iteration_s'] * 1e3:.0f} ms)"])
     rows.append(["same model as in memory: iterations, largest probability gap",
                  f"{g['n_iter'][0]} / {g['n_iter'][1]}, "
                  f"{gap(g['same_model_max_proba_gap'])}"])
     return "\n".join([
         f"N={g['n']:,} rows, D={g['d']}, H={g['hidden']}, C={g['classes']}, "
         f"{g['blocks']} row blocks, {g['iterations']} L-BFGS iterations, worker "
-        f"processes with one thread each. "
+        "processes with one thread each; whole fits, median of per-repeat ratios, "
+        "spread not recorded. "
         + stamp(results, "dask", fmt, ("numpy", "dask", "distributed", "pyspark")),
         "", table(["measurement", "result"], rows, fmt, widths=[55, 45])])
 
@@ -463,32 +626,47 @@ def _spark_tree_aggregate(k, P):
 
 
 def dask_cost_model(results, fmt):
-    """Section (j): the cost of one evaluation against the workers, the fitted
-    model, its predictions, and Spark's treeAggregate beside them."""
+    """Section (j): the cost of one evaluation against the workers, the counts
+    extrapolated, the wall time modelled and checked, and Spark's
+    treeAggregate beside them."""
     j = results["dask_cost"]
+
+    def cell(row, key, fmt_):
+        return format(row[key], fmt_) if key in row else ""
+
     rows = []
     for row in j["table"]:
+        spread = row.get("scheduler_cpu_ms_spread")
         rows.append([f"{row['workers']} ({row['topology']})", f"{row['wall_ms']:.0f}",
-                     f"{row['scheduler_cpu_ms']:.1f}",
+                     f"{row['scheduler_cpu_ms']:.1f}"
+                     + (f" ({spread_text(spread, 1)})" if spread else ""),
+                     cell(row, "scheduler_ms_per_message", ".2f"),
                      f"{row.get('scheduler_cpu_net_ms', float('nan')):.1f}",
                      f"{row['client_cpu_ms']:.1f}",
+                     cell(row, "busiest_worker_compute_ms", ".1f"),
                      f"{row['tasks']:.1f}", f"{row['graphs']:.0f}",
                      f"{row['messages']:.0f}", f"{row['scheduler_mib']:.2f}",
                      f"{row['busiest_worker_mib']:.1f}"])
     compared = [row for row in j["table"] if "star_wall_ms" in row]
     mib = j["parameters"] * 8 / 2**20
+    fitted = cost_model(j)
+    at = {row["workers"]: row for row in j["table"]}
     lines = [
         f"D={j['d']}, H={j['hidden']}, C={j['classes']}: {j['parameters']:,} "
         f"parameters, {mib:.1f} MiB in float64; {j['rows_per_worker']} rows per "
         "worker; the scheduler in its own process, worker processes of one "
-        "thread, all on the machine below. Per evaluation, median of "
-        f"{j['table'][0]['repeats']} repeats. "
-        + stamp(results, "dask_cost", fmt, ("numpy", "dask", "distributed")),
+        "thread, all on the machine below; "
+        + pinning_text(j["table"]) + ". Per evaluation, median of "
+        f"{j['table'][0]['repeats']} repeats (in brackets, the interquartile "
+        "range). " + stamp(results, "dask_cost", fmt, ("numpy", "dask", "distributed")),
         "",
-        table(["workers", "wall ms", "scheduler CPU ms", "less idle", "client CPU ms",
-               "tasks",
+        table(["workers", "wall ms", "scheduler CPU ms", "per message",
+               "less idle", "client CPU ms", "busiest worker compute ms", "tasks",
                "graphs", "messages", "MiB through the scheduler",
-               "MiB through the busiest worker"], rows, fmt)]
+               "MiB through the busiest worker"], rows, fmt),
+        "", "The scheduler's CPU per evaluation: " + ", ".join(
+            f"{k} workers {at[k]['scheduler_cpu_ms']:.1f} ms" if k in at
+            else f"{k} workers not measured" for k in REPORTED_AT) + "."]
     if compared:
         lines += ["", "Star against tree, wall milliseconds per evaluation, the "
                   "two alternating: " + ", ".join(
@@ -496,17 +674,10 @@ def dask_cost_model(results, fmt):
                       f"{row['tree_wall_ms']:.0f}" for row in compared) + "."]
     with_ops = [row for row in j["table"] if row.get("ops")]
     if with_ops:
-        sys.path.insert(0, str(HERE))
-        from bench_dask_cost import ops_text
-
         lines += ["", "Where the scheduler's messages come from, per evaluation, by "
                   "operation:", ""]
         lines += [f"* {row['workers']} workers ({row['topology']}): "
                   + ops_text(row["ops"]) for row in with_ops]
-    sys.path.insert(0, str(HERE))
-    from bench_dask_cost import cost_model
-
-    fitted = cost_model(j)
     m, p = fitted["models"], fitted["predictions"]
 
     def model(name, unit):
@@ -515,17 +686,17 @@ def dask_cost_model(results, fmt):
         return (f"{c['a']:.3g} {c['b']:+.3g} K{log} {unit}: "
                 f"{p[name]['100']:.3g} at 100 workers, {p[name]['1000']:.3g} at 1,000")
 
-    lines += ["", "Fitted by least squares to the rows of a "
+    counts = [("tasks", "tasks"), ("messages", "messages to the scheduler"),
+              ("scheduler_mib", "MiB through the scheduler"),
+              ("busiest_worker_mib", "MiB through the busiest worker")]
+    lines += ["", "Extrapolated, counts only (they do not depend on how many cores "
+              "the processes share): fitted by least squares to the rows of a "
               f"{fitted['topology']} (K = {', '.join(map(str, fitted['fitted_on']))}; "
               "a log2 K term only where it halves the residual with no negative "
-              "coefficient), and extrapolated past "
-              f"{fitted['max_workers_measured']} workers:", ""]
-    fits = [("wall_ms", "ms of wall time"), ("scheduler_cpu_ms", "ms of scheduler CPU"),
-            ("scheduler_cpu_net_ms", "ms of scheduler CPU less idle"),
-            ("client_cpu_ms", "ms of client CPU"), ("tasks", "tasks"),
-            ("messages", "messages to the scheduler"),
-            ("scheduler_mib", "MiB through the scheduler")]
-    lines += ["* " + model(name, unit) for name, unit in fits]
+              f"coefficient), past {fitted['max_workers_measured']} workers:", ""]
+    lines += ["* " + model(name, unit) for name, unit in counts if name in m]
+    lines += ["", "Wall time is not extrapolated, nor is CPU time measured with more "
+              "processes than cores. Modelled: " + wall_text(fitted["wall"]) + "."]
     spark = {k: _spark_tree_aggregate(k, j["parameters"]) for k in (100, 1000)}
     ours = {k: round(p["tasks"][str(k)]) for k in (100, 1000)}
     lines += ["", "Beside Spark MLlib's MLP, computed (not measured) from the "
@@ -546,6 +717,8 @@ def dask_cost_model(results, fmt):
                    f"{mib:.1f} / {spark[1000]['driver_in'] * mib:.0f}"],
               ], fmt)]
     return "\n".join(lines)
+
+
 def jax(results, fmt):
     """Section (i) as a table: each round's ratios and the time outside the
     two large GEMMs per step, before and after, for the solvers page."""
@@ -556,13 +729,14 @@ def jax(results, fmt):
     for row in r["rows"]:
         for i, one in enumerate(row["rounds"]):
             cells = [f"{row['solver']}, {row['dtype']}", str(i + 1),
-                     f"{one['time_ratio']:.2f}"]
+                     _with_spread(f"{one['time_ratio']:.2f}", one, "time_ratio")]
             if before:
                 cells.append(f"{one['before_time_ratio']:.2f}")
             cells.append(f"{one['ours_outside_gemm_s'] * us:.0f}")
             if before:
                 cells += [f"{one['before_outside_gemm_s'] * us:.0f}",
-                          f"{one['outside_vs_before']:.2f}"]
+                          _with_spread(f"{one['outside_vs_before']:.2f}", one,
+                                       "outside_vs_before")]
             cells.append(f"{one['jax_outside_gemm_s'] * us:.0f}")
             rows.append(cells)
     header = ["solver, dtype", "run", "time / JAX's"]
@@ -577,7 +751,8 @@ def jax(results, fmt):
         f"N={results['runs']['jax']['config']['n']:,} rows at batch "
         f"{results['runs']['jax']['config']['batch']}), each side in its own "
         f"process, {r['rounds']} runs of new processes with {r['repeats']} "
-        f"alternating repeats each; JAX {r['version']}. "
+        f"alternating repeats each; ratios of medians, in brackets the "
+        f"interquartile range of the per-repeat ratios; JAX {r['version']}. "
         + stamp(results, "jax", fmt, ("numpy", "scipy", "jax", "numba")),
         "", table(header, rows, fmt)])
 
@@ -588,49 +763,92 @@ def device(results, fmt):
                       text_block(lines, fmt)])
 
 
-SECTIONS = [("(a)", "roofline"), ("(b)", "vs_mlp"), ("(c)", "memory"),
-            ("(d)", "torch"), ("(e)", "predict"), ("(f)", "device"),
-            ("(g)", "dask"), ("(h)", "dask_scale"), ("(i)", "jax"),
-            ("(j)", "dask_cost"), ("exactness.py", "exactness")]
+LETTERS = {section.KEY: section.LETTER for section in sections.SECTIONS}
+ORDER = [section.KEY for section in sections.SECTIONS]
+
+
+def _took(seconds):
+    if seconds is None:
+        return "not recorded"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def run_times(results, fmt):
-    """How long each section's last run took, from the results file."""
-    rows = []
-    for name, key in SECTIONS:
+    """How long each section's last run took, and each whole run."""
+    rows, runs = [], {}
+    for key in ORDER:
         run = results["runs"].get(key)
         if run is None:
             continue
-        seconds = run.get("seconds")
-        took = "not recorded" if seconds is None else (
-            f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min")
-        rows.append([name, code(run["command"].strip(), fmt), took, run["date"]])
-    return table(["section", "command", "took", "date"], rows, fmt)
+        rows.append([LETTERS[key], code(run["command"].strip(), fmt),
+                     _took(run.get("seconds")), run["date"]])
+        runs.setdefault(run_of(run), []).append(key)
+    lines = [table(["section", "command", "took", "date"], rows, fmt), ""]
+    for keys in runs.values():
+        run = results["runs"][keys[0]]
+        took = _took(run.get("run_seconds"))
+        what = (f"The run of {run['date']} ({code(run['command'].strip(), fmt)}, "
+                f"section{'s' if len(keys) > 1 else ''} "
+                f"{', '.join(LETTERS[k] for k in keys)})")
+        lines.append(("- " if fmt == "md" else "* ")
+                     + (f"{what} took {took} in all." if run.get("run_seconds")
+                        is not None else f"{what}: its whole time not recorded."))
+    return "\n".join(lines)
 
 
+# The sections each generated part draws on, which must come from one
+# machine and one commit ("*": every section of the file).
+README_PERFORMANCE = ("roofline", "vs_mlp", "memory", "torch")
+README_MORE = ("predict", "dask")
 FRAGMENTS = {
-    "run-times": run_times,
-    "readme-performance": readme_performance,
-    "readme-more": readme_more,
-    "goals": goals,
-    "machine": machine_words,
-    "sgd-floor": sgd_floor,
-    "exactness-summary": exactness_summary,
-    "exactness": exactness_table,
-    "dask-cost": dask_cost,
-    "dask-scale": dask_scale,
-    "dask-cost-model": dask_cost_model,
-    "device": device,
-    "jax": jax,
-    **{f"section-{key}": section(key) for key in
-       ("roofline", "vs_mlp", "memory", "torch", "predict", "device", "dask",
-        "dask_scale", "jax", "dask_cost", "exactness")},
+    "run-times": (run_times, "*"),
+    "readme-performance": (readme_performance, README_PERFORMANCE),
+    "readme-more": (readme_more, README_MORE),
+    "goals": (goals, _goal_sources),
+    "machine": (machine_words, README_PERFORMANCE),
+    "sgd-floor": (sgd_floor, ("roofline",)),
+    "exactness-summary": (exactness_summary, ("exactness",)),
+    "exactness": (exactness_table, ("exactness",)),
+    "dask-cost": (dask_cost, ("dask",)),
+    "dask-scale": (dask_scale, ("dask_scale",)),
+    "dask-cost-model": (dask_cost_model, ("dask_cost",)),
+    "device": (device, ("device",)),
+    "jax": (jax, ("jax",)),
+    **{f"section-{key}": (section(key), (key,)) for key in ORDER},
 }
 
 
+def sources(name, results):
+    """The sections of ``results`` that the generated part ``name`` shows."""
+    keys = FRAGMENTS[name][1]
+    keys = (list(results["runs"]) if keys == "*" else
+            keys(results) if callable(keys) else keys)
+    return [k for k in keys if k in results["runs"]]
+
+
+def mixed(name, results):
+    """Where the part ``name`` draws on runs of different machines or
+    commits: a sentence that says which; else None."""
+    groups = {}
+    for key in sources(name, results):
+        groups.setdefault(identity(results["runs"][key]), []).append(key)
+    if len(groups) < 2:
+        return None
+    return f"{name} mixes {len(groups)} machines or commits: " + "; ".join(
+        f"{', '.join(LETTERS.get(k, k) for k in keys)} on "
+        f"{machine(results['runs'][keys[0]])} at "
+        f"{results['runs'][keys[0]].get('commit') or 'a commit not recorded'}"
+        + (f" (changes {results['runs'][keys[0]]['changes']})"
+           if results["runs"][keys[0]].get("changes") else "")
+        for keys in groups.values())
+
+
 # -------------------------------------------------------------------- pages
-def render(text, fmt, results):
-    """``text`` with every generated part rendered anew."""
+def render(text, fmt, results, problems=None):
+    """``text`` with every generated part rendered anew; each part that
+    mixes machines or commits adds a sentence to ``problems``."""
     pattern, template = MARKERS[fmt]
 
     def fill(match):
@@ -639,11 +857,16 @@ def render(text, fmt, results):
         if name not in FRAGMENTS:
             raise KeyError(f"no generated part named {name!r} (known: "
                            f"{sorted(FRAGMENTS)})")
+        _BEFORE["text"] = match.group(3 if fmt == "rst" else 2)
         try:
-            body = FRAGMENTS[name](results, fmt)
+            body = FRAGMENTS[name][0](results, fmt)
         except KeyError as missing:  # a section that no run has written yet
             body = (f"*Not measured yet: benchmarks/results.json has no "
                     f"{missing} section.*")
+        else:
+            problem = mixed(name, results)
+            if problem and problems is not None:
+                problems.append(problem)
         text = template.format(name=name, body=body)
         # In a list item, the generated part is indented as its markers are.
         return "\n".join((indent + line) if line else line
@@ -656,29 +879,51 @@ def load(path=RESULTS):
     return json.loads(Path(path).read_text())
 
 
-def stale_pages(results=None, write=False):
-    """The pages whose generated parts differ from what the results give."""
+def check_pages(results=None, write=False, pages=PAGES):
+    """The pages whose generated parts differ from what the results give,
+    and each part that mixes machines or commits ("PAGE: sentence")."""
     results = load() if results is None else results
-    stale = []
-    for page in PAGES:
+    stale, problems = [], []
+    for page in pages:
         path = ROOT / page
         text = path.read_text()
-        new = render(text, _format(path), results)
+        found = []
+        new = render(text, _format(path), results, found)
+        problems += [f"{page}: {problem}" for problem in found]
         if new != text:
             stale.append(page)
             if write:
                 path.write_text(new)
-    return stale
+    return stale, problems
+
+
+def stale_pages(results=None, write=False, pages=PAGES):
+    """The pages whose generated parts differ from what the results give."""
+    return check_pages(results, write, pages)[0]
+
+
+def mixed_parts(results=None, pages=PAGES):
+    """Each generated part of the pages that mixes machines or commits."""
+    return check_pages(results, False, pages)[1]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true",
-                   help="change nothing; exit 1 if a page is out of date")
+                   help="change nothing; exit 1 if a page is out of date, or if a "
+                        "generated part mixes machines or commits")
+    p.add_argument("--results", default=str(RESULTS),
+                   help=f"the results file (default {RESULTS})")
+    p.add_argument("--pages", nargs="+", default=PAGES,
+                   help="the pages, relative to the checkout (default: all)")
     args = p.parse_args(argv)
-    stale = stale_pages(write=not args.check)
+    stale, problems = check_pages(load(args.results), write=not args.check,
+                                  pages=args.pages)
+    for problem in problems:
+        print(f"mixed runs: {problem}")
     if args.check and stale:
         print("out of date (run python benchmarks/report.py): " + ", ".join(stale))
+    if args.check and (stale or problems):
         return 1
     print(("rewrote: " + ", ".join(stale)) if stale and not args.check
           else "every page is up to date")

@@ -1,4 +1,4 @@
-"""Section (i) of ``benchmarks/run.py``: the minibatch solvers against JAX.
+"""Section (i): the minibatch solvers against JAX.
 
 The contender is what a user who knows JAX writes for the same network: a
 ``jax.value_and_grad`` of the objective and the update rule inside one
@@ -55,7 +55,24 @@ from pathlib import Path
 
 import numpy as np
 
+from common import (SPREAD_WORDS, TARGETS, compared, goal, measured_lines, parameters,
+                    problem, spread_text)
+
 HERE = Path(__file__).resolve().parent
+KEY, NAME, LETTER = "jax", "jax", "(i)"
+# The commit that the goal on the time outside the GEMMs compares with.
+BEFORE = "8c204ab"
+
+
+def add_options(parser):
+    parser.add_argument("--jax-before", metavar="REF", default=BEFORE,
+                        help="section (i) also times our solvers at this git commit "
+                             f"(default {BEFORE}, the goal's reference; 'none': not)")
+    parser.add_argument("--jax-rounds", type=int, default=2,
+                        help="rounds of new processes in section (i)")
+
+
+QUICK = {"jax_rounds": 1}
 SOLVERS = ("sgd", "adam")
 DTYPES = ("float32", "float64")
 REG = 1e-4
@@ -77,13 +94,10 @@ def jax_version():
 
 # ------------------------------------------------------------- the problem
 def _problem(cfg, dtype):
-    """run.py's data, initial weights and the rows' order in every epoch."""
-    sys.path.insert(0, str(HERE))
-    import run
-
-    X, y = run._problem(cfg["n"], cfg["d"], cfg["classes"], np.dtype(dtype))
-    layout, theta0 = run._params(cfg["d"], cfg["hidden"], cfg["classes"],
-                                 np.dtype(dtype))
+    """The sections' data, initial weights and the rows' order in every epoch."""
+    X, y = problem(cfg["n"], cfg["d"], cfg["classes"], np.dtype(dtype))
+    layout, theta0 = parameters(cfg["d"], cfg["hidden"], cfg["classes"],
+                                np.dtype(dtype))
     # The shuffles of our stochastic(): one RandomState shuffling one order.
     rng, order, perms = np.random.RandomState(0), np.arange(cfg["n"]), []
     for _ in range(cfg["epochs"]):
@@ -383,8 +397,7 @@ def _round(sides, packages, config, repeats, pause):
     return out
 
 
-def bench_jax(cfg, ratio):
-    """Section (i); ``ratio`` is run.py's median of per-repeat ratios."""
+def measure(cfg):
     version = jax_version()
     if version is None:
         return {"available": False,
@@ -395,18 +408,39 @@ def bench_jax(cfg, ratio):
     # A pause before each timed call, so that the other processes' idle
     # threads (OpenBLAS's and XLA's spin a while after their work) are asleep.
     pause = 0.0 if cfg.quick else 0.3
-    sides, packages, before = ["ours", "jax"], {}, getattr(cfg, "jax_before", None)
+    sides, packages = ["ours", "jax"], {}
+    before = cfg.jax_before if cfg.jax_before not in (None, "", "none") else None
+    missing = None
     tmp = tempfile.mkdtemp(prefix="sk-twolayer-before-")
     try:
         if before:
-            before = _package_at(before, tmp)
-            sides.append("before")
-            packages["before"] = tmp
+            try:
+                before = _package_at(before, tmp)
+            except (OSError, subprocess.CalledProcessError) as error:
+                missing = f"the package at {before} is not at hand ({error})"
+                before = None
+            else:
+                sides.append("before")
+                packages["before"] = tmp
         results = [_round(sides, packages, config, repeats, pause)
                    for _ in range(rounds)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    n_steps = cfg.epochs * -(-cfg.n // cfg.batch)
+    return {"available": True, "version": version, "steps": n_steps,
+            "repeats": repeats, "rounds": rounds, "before": before,
+            **({"before_missing": missing} if missing else {}),
+            "rows": summarize(results, sides)}
 
+
+def summarize(results, sides):
+    """The rows of the section from its rounds' timings: per round, the
+    ratios of the medians with their spreads; per row, the worse round's
+    ratio (the goals') and the union of the rounds' spreads.
+
+    A side's time outside its GEMMs is, repeat by repeat, its fit's time
+    less its GEMMs' time in the same repeat.
+    """
     rows = []
     for solver in SOLVERS:
         for dtype in DTYPES:
@@ -414,56 +448,72 @@ def bench_jax(cfg, ratio):
             for res in results:
                 got = res[solver, dtype]
                 t, g = got["times"], got["gemm"]
-                med = {name: float(np.median(t[name])) for name in sides}
-                gemm = {name: float(np.median(g[name])) for name in sides}
-                one = {"time_ratio": ratio(t["ours"], t["jax"])}
+                outside = {name: np.subtract(t[name], g[name]) for name in sides}
+                one = compared("time_ratio", t["ours"], t["jax"])
                 for name in sides:
-                    one[f"{name}_s"] = med[name]
-                    one[f"{name}_gemm_s"] = gemm[name]
-                    one[f"{name}_outside_gemm_s"] = med[name] - gemm[name]
-                    one[f"{name}_times_s"] = t[name]
+                    one[f"{name}_s"] = float(np.median(t[name]))
+                    one[f"{name}_gemm_s"] = float(np.median(g[name]))
+                    one[f"{name}_outside_gemm_s"] = float(np.median(outside[name]))
+                    one[f"{name}_times_s"] = [float(v) for v in t[name]]
+                    one[f"{name}_gemm_times_s"] = [float(v) for v in g[name]]
                     one[f"{name}_final_loss"] = got["losses"][name]
                 one["jax_compile_s"] = got["jax_compile_s"]
                 one["ours_kernels"] = got["kernels"]["ours"]
-                if before:
-                    one["before_time_ratio"] = ratio(t["before"], t["jax"])
-                    one["outside_vs_before"] = (one["ours_outside_gemm_s"]
-                                                / one["before_outside_gemm_s"])
+                if "before" in sides:
+                    one.update(compared("before_time_ratio", t["before"], t["jax"]))
+                    one.update(compared("outside_vs_before", outside["ours"],
+                                        outside["before"]))
                 per_round.append(one)
             row = {"solver": solver, "dtype": dtype, "rounds": per_round,
-                   # the goals: the worse of the rounds
-                   "time_ratio": max(r["time_ratio"] for r in per_round),
                    "ours_kernels": per_round[0]["ours_kernels"]}
-            if before:
-                row["before_time_ratio"] = max(r["before_time_ratio"]
-                                               for r in per_round)
-                row["outside_vs_before"] = max(r["outside_vs_before"]
-                                               for r in per_round)
+            for name in ("time_ratio", "before_time_ratio", "outside_vs_before"):
+                if name in per_round[0]:  # the goals: the worse of the rounds
+                    row[name] = max(r[name] for r in per_round)
+                    row[f"{name}_spread"] = [
+                        min(r[f"{name}_spread"][0] for r in per_round),
+                        max(r[f"{name}_spread"][1] for r in per_round)]
             rows.append(row)
-    n_steps = cfg.epochs * -(-cfg.n // cfg.batch)
-    return {"available": True, "version": version, "steps": n_steps,
-            "repeats": repeats, "rounds": rounds, "before": before,
-            "rows": rows}
+    return rows
 
 
-def format_jax(result):
-    """The section's lines of run.py's table."""
+def goals(jax):
+    met = {}
+    for row in jax.get("rows", []):
+        met[f"time_vs_jax {row['solver']} {row['dtype']}"] = goal(
+            row["time_ratio"], TARGETS["time_vs_jax"], lower_is_better=True,
+            spread=row.get("time_ratio_spread"), repeats=jax.get("repeats"))
+        if "outside_vs_before" in row:
+            met[f"outside_gemm_vs_before {row['solver']} {row['dtype']}"] = goal(
+                row["outside_vs_before"], TARGETS["outside_gemm_vs_before"],
+                lower_is_better=True, spread=row.get("outside_vs_before_spread"),
+                repeats=jax.get("repeats"))
+    return met
+
+
+def text(result, run):
+    return [*_table(result), *measured_lines(run)]
+
+
+def _table(result):
     if not result.get("available"):
         return [f"(i) JAX: {result['reason']}"]
     steps, before = result["steps"], result.get("before")
     lines = [
         f"(i) vs JAX {result['version']} (jit + lax.scan), separate processes, "
         f"{steps} steps, {result['rounds']} rounds of {result['repeats']} "
-        "repeats; ratio = our time / JAX's steady state (goal <= 1.0)",
-        "    outside = fit time - the step's two large GEMMs alone, per step "
-        "in us" + (f"; before = the package at {before}" if before else ""),
+        "repeats; ratio = our time / JAX's steady state (goal <= 1.0), of medians",
+        f"    {SPREAD_WORDS}; outside = fit time - the step's two large GEMMs "
+        "alone, per step in us" + (f"; before = the package at {before}"
+                                   if before else ""),
     ]
-    head = ["solver", "dtype", "round", "ours s", "JAX s", "ratio",
+    if result.get("before_missing"):
+        lines.append(f"    before: not timed, {result['before_missing']}")
+    head = ["solver", "dtype", "round", "ours s", "JAX s", "ratio", "spread",
             "GEMM us ours/JAX", "outside us ours/JAX"]
-    widths = [6, 7, 5, 7, 7, 5, 16, 19]
+    widths = [6, 7, 5, 7, 7, 5, 11, 16, 19]
     if before:
-        head += ["before s", "ratio", "outside us", "outside/before"]
-        widths += [8, 5, 10, 14]
+        head += ["before s", "ratio", "outside us", "outside/before", "spread"]
+        widths += [8, 5, 10, 14, 11]
     head += ["compile s", "kernels"]
     widths += [9, 7]
     lines.append("| " + " | ".join(f"{h:>{w}}" for h, w in zip(head, widths)) + " |")
@@ -473,13 +523,15 @@ def format_jax(result):
         for i, r in enumerate(row["rounds"]):
             cells = [row["solver"], row["dtype"], i + 1, f"{r['ours_s']:.3f}",
                      f"{r['jax_s']:.3f}", f"{r['time_ratio']:.2f}",
+                     spread_text(r.get("time_ratio_spread")),
                      f"{r['ours_gemm_s'] * us:.0f}/{r['jax_gemm_s'] * us:.0f}",
                      f"{r['ours_outside_gemm_s'] * us:.0f}/"
                      f"{r['jax_outside_gemm_s'] * us:.0f}"]
             if before:
                 cells += [f"{r['before_s']:.3f}", f"{r['before_time_ratio']:.2f}",
                           f"{r['before_outside_gemm_s'] * us:.0f}",
-                          f"{r['outside_vs_before']:.2f}"]
+                          f"{r['outside_vs_before']:.2f}",
+                          spread_text(r.get("outside_vs_before_spread"))]
             cells += [f"{r['jax_compile_s']:.2f}",
                       {True: "yes", False: "no", None: "-"}[r["ours_kernels"]]]
             lines.append("| " + " | ".join(f"{str(c):>{w}}" for c, w

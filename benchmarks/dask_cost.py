@@ -1,4 +1,4 @@
-"""Section (j) of ``benchmarks/run.py``: what one evaluation costs the cluster.
+"""Section (j): what one evaluation costs the cluster.
 
 Run with ``python benchmarks/run.py --only dask_cost``. The scheduler runs
 in a process of its own (``python -m distributed.cli.dask_scheduler``), and
@@ -9,19 +9,26 @@ and every worker holds one block of ``--cost-rows`` rows (20), so that the
 compute is negligible and what is measured is the overhead of an
 evaluation: sending theta out, scheduling, adding up, receiving the result.
 
+The scheduler's process runs on a core of its own: it is pinned to one
+core (``os.sched_setaffinity``, every thread) and the workers and this
+process to the others, where the machine has two cores or more; the
+section records whether it could. Its CPU per evaluation, and per message,
+is then its own work, not a share of cores the workers took.
+
 Each figure is per evaluation of the loss: the difference between a fit of
 11 L-BFGS iterations and a fit of 1, divided by the evaluations between
-them (counted on the client), the median over ``--fit-repeats`` repeats:
+them (counted on the client), the median over ``--fit-repeats`` repeats
+(each row also keeps the repeats):
 
 - ``wall_ms``: wall time on the client;
 - ``scheduler_cpu_ms``, ``client_cpu_ms``: CPU time of the scheduler's
   process (``/proc/PID/stat``) and of this one (whose CPU is mostly
   scipy's L-BFGS-B itself: about 100 ms per evaluation at this P on 2
-  cores, in memory too);
+  cores, in memory too); ``scheduler_ms_per_message``: the first over the
+  messages;
 - ``scheduler_cpu_net_ms``: the scheduler's CPU less what it spends, over
   the same wall time, on the same cluster idle (``scheduler_idle_ms_per_s``:
-  the workers' heartbeats, its periodic callbacks), which grows with the
-  wall time as well as with K;
+  the workers' heartbeats, its periodic callbacks);
 - ``tasks``: the fit's tasks the scheduler received (those whose key starts
   with ``sk-twolayer-``), ``graphs``: the ``update-graph`` messages, and
   ``messages``: every message the scheduler handled (from the client and
@@ -29,28 +36,55 @@ them (counted on the client), the median over ``--fit-repeats`` repeats:
 - ``scheduler_mib``: the bytes of the messages the scheduler's process
   received and sent (counted in distributed's TCP comm, heartbeats
   included), and ``busiest_worker_mib``: the most any worker process
-  received and sent.
+  received and sent;
+- ``busiest_worker_compute_ms`` and ``workers_compute_ms``: the compute of
+  the fit's tasks on the busiest worker, and on all of them, per
+  evaluation (the scheduler's task stream, over one more fit of 11
+  iterations, timed apart since the stream costs the scheduler work).
 
-On 2 cores, K worker processes share the two cores with the scheduler and
-the client: wall time grows with K for want of cores, not only overhead;
-the CPU and byte counts are what the model extrapolates. The overhead is
-fitted as ``a + b K`` (and ``a + b K + c log2 K``, reported where the log
-term lowers the residual by more than half), and extrapolated to 100 and
-1,000 workers: figures above the largest K measured are extrapolations.
+What is extrapolated past the largest K is counts only: tasks, messages
+and bytes per evaluation, fitted as ``a + b K`` (and ``a + b K + c log2 K``
+where the log term halves the residual). Wall time is not extrapolated, nor
+is CPU time measured with more processes than cores; wall time is modelled
+as the client's CPU plus the scheduler's CPU (its serial work) plus the
+compute per worker (the busiest worker's, or all workers' over the cores
+they share, whichever is larger) plus a constant fitted on the two
+smallest K, and the model is checked against the other K, which it was not
+fitted on (the held-out error).
 """
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+from common import (DASK_MISSING, HERE, TARGETS, compared, dask_data, goal, iqr,
+                    measured_lines, quietly, spread_text)
+
+KEY, NAME, LETTER = "dask_cost", "dask_cost", "(j)"
+DEFAULT = False
+
+
+def add_options(parser):
+    parser.add_argument("--cost-workers", default="1,2,4,8,16,32,64",
+                        help="numbers of workers of section (j)")
+    parser.add_argument("--cost-rows", type=int, default=20,
+                        help="rows per worker of section (j)")
+    parser.add_argument("--cost-compare", type=int, default=8,
+                        help="in section (j), up to this many workers, measure "
+                             "the star and the tree side by side")
+    parser.add_argument("--cost-pin", choices=("yes", "no"), default="yes",
+                        help="in section (j), the scheduler on a core of its own "
+                             "and the other processes on the others")
+
+
+QUICK = {"cost_workers": "1,2", "cost_compare": 2}
 
 
 # --------------------------------------------------------- on the scheduler
@@ -129,6 +163,17 @@ def read_counters(dask_scheduler):
 
 
 # ---------------------------------------------------------------- processes
+def pin(pid, cpus):
+    """Every thread of process ``pid`` onto ``cpus`` (threads it starts later
+    inherit it); whether it could."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(tid), cpus)
+    except (AttributeError, OSError):  # (no sched_setaffinity, a thread gone)
+        return False
+    return True
+
+
 def _cpu_seconds(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -136,10 +181,23 @@ def _cpu_seconds(pid):
 
 class ProcessCluster:
     """A scheduler process and ``n_workers`` worker processes (one thread,
-    no nanny), on loopback, with a client of this process."""
+    no nanny), on loopback, with a client of this process; where there are
+    two cores or more (and ``pinned``), the scheduler on a core of its own
+    and the workers and this process on the others."""
 
-    def __init__(self, n_workers):
+    def __init__(self, n_workers, pinned=True):
         from distributed import Client
+
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else []
+        self._affinity = set(cores)
+        self.pinning = {"pinned": False, "cores": len(cores)}
+        if not pinned:
+            self.pinning["reason"] = "not asked for"
+        elif len(cores) < 2:
+            self.pinning["reason"] = "fewer than two cores to share out"
+        else:
+            self.pinning.update(scheduler_cpus=cores[:1], others_cpus=cores[1:])
 
         self._dir = tempfile.TemporaryDirectory(prefix="sk-twolayer-cost-")
         sfile = os.path.join(self._dir.name, "scheduler.json")
@@ -158,6 +216,7 @@ class ProcessCluster:
             [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
              "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", sfile],
             **quiet)]
+        self._pin(self.processes[0].pid, "scheduler_cpus")
         deadline = time.monotonic() + 120
         while not os.path.exists(sfile):
             if time.monotonic() > deadline:
@@ -170,16 +229,56 @@ class ProcessCluster:
             for _ in range(n_workers)]
         self.client = Client(scheduler_file=sfile, set_as_default=False)
         self.client.wait_for_workers(n_workers, timeout=600)
+        self._pin(self.processes[0].pid, "scheduler_cpus")  # (every thread now)
         self.scheduler_pid = self.client.run_on_scheduler(install_counters)
         self.client.run_on_scheduler(count_bytes)
         self.client.run(count_bytes)
+
+    def pin_the_others(self):
+        """The workers and this process onto the cores the scheduler does not
+        have (after a warm-up: a worker's first task imports the fit on
+        every core), every thread of each; threads they start later inherit
+        their creator's cores."""
+        for process in self.processes[1:]:
+            self._pin(process.pid, "others_cpus")
+        self._pin(os.getpid(), "others_cpus")
+        if "scheduler_cpus" in self.pinning:
+            self.pinning["pinned"] = not self.pinning.get("reason")
+
+    def _pin(self, pid, which):
+        cpus = self.pinning.get(which)
+        if cpus is not None and not pin(pid, set(cpus)):
+            self.pinning["reason"] = f"sched_setaffinity failed for process {pid}"
+
+    def compute(self, fit):
+        """The compute of the fit's tasks per evaluation of ``fit()``, on
+        the busiest worker and on all of them (milliseconds, medians)."""
+        from distributed import get_task_stream
+
+        with get_task_stream(self.client) as stream:
+            fit()
+        busy = {}
+        for task in stream.data:
+            key = str(task["key"])
+            if not key.startswith("sk-twolayer-train-"):
+                continue
+            # sk-twolayer-train-<token>-<evaluation>-<attempt>-...
+            per_worker = busy.setdefault(int(key.split("-")[4]), {})
+            per_worker[task["worker"]] = per_worker.get(task["worker"], 0.0) + sum(
+                s["stop"] - s["start"] for s in task["startstops"]
+                if s["action"] == "compute")
+        return {"busiest_worker_compute_ms":
+                1e3 * float(np.median([max(w.values()) for w in busy.values()])),
+                "workers_compute_ms":
+                1e3 * float(np.median([sum(w.values()) for w in busy.values()]))}
 
     def idle_cpu(self, seconds=3.0):
         """The scheduler's CPU milliseconds per second with no fit running
         (the workers' heartbeats and its periodic work), over ``seconds``."""
         cpu, wall = _cpu_seconds(self.scheduler_pid), time.perf_counter()
         time.sleep(seconds)
-        return 1e3 * (_cpu_seconds(self.scheduler_pid) - cpu) / (time.perf_counter() - wall)
+        return (1e3 * (_cpu_seconds(self.scheduler_pid) - cpu)
+                / (time.perf_counter() - wall))
 
     def sample(self):
         """Counters of the scheduler, this process and the workers, now."""
@@ -191,14 +290,21 @@ class ProcessCluster:
                 **counts}
 
     def close(self):
+        if self.pinning.get("others_cpus"):
+            pin(os.getpid(), self._affinity)  # (this process, as it was)
+        # The scheduler closes its workers and itself; what still runs after
+        # a few seconds is killed (a worker whose scheduler went away would
+        # wait half a minute to reconnect).
+        with contextlib.suppress(Exception):
+            self.client.shutdown()
         self.client.close()
-        for process in self.processes[::-1]:
-            process.terminate()
+        deadline = time.monotonic() + 10
         for process in self.processes:
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
         self.log.close()
         self._dir.cleanup()
 
@@ -250,19 +356,16 @@ def predict(model, k):
 
 
 # ---------------------------------------------------------------- benchmark
-def bench_dask_cost(cfg):
-    """Section (j): per-evaluation overhead against the number of workers."""
+def measure(cfg):
+    """Per-evaluation overhead against the number of workers."""
     try:
         import dask  # noqa: F401
         import distributed  # noqa: F401
 
-        from bench_dask import _dask_data
         from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier
         from sk_twolayer.dask._objective import DistributedObjective
     except ImportError:
-        return {"available": False,
-                "reason": "the dask extra is not installed (pip install \".[dask]\")"}
-    from sklearn.exceptions import ConvergenceWarning
+        return dict(DASK_MISSING)
 
     d, h, c, rows = 784, 1024, 10, cfg.cost_rows
     if cfg.quick:
@@ -279,9 +382,8 @@ def bench_dask_cost(cfg):
         clf = DaskTwoLayerSoftmaxClassifier(hidden_size=h, max_iter=max_iter,
                                             tol=0.0, random_state=0)
         clf.client = client
-        with warnings.catch_warnings(), dask.config.set(settings):
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(X, y)
+        with dask.config.set(settings):
+            quietly(lambda: clf.fit(X, y))
 
     def per_evaluation(cluster, X, y, settings):
         """The counters of one evaluation: a fit of 11 iterations less a
@@ -328,27 +430,39 @@ def bench_dask_cost(cfg):
             if k <= cfg.cost_compare:
                 topologies = {"star": {"sk-twolayer.dask.star-workers": k},
                               "tree": {"sk-twolayer.dask.star-workers": 0}}
-            cluster = ProcessCluster(k)
+            cluster = ProcessCluster(k, pinned=cfg.cost_pin == "yes")
+            default = "star" if k <= star_workers else "tree"
             try:
-                X, y = _dask_data(k, rows, d, c)
+                X, y = dask_data(k, rows, d, c)
                 X, y = cluster.client.persist([X, y])
                 for settings in topologies.values():
                     fit(cluster.client, X, y, 2, settings)  # warm up the workers
+                cluster.pin_the_others()
                 runs = {name: [] for name in topologies}
                 for repeat in range(cfg.fit_repeats):
                     names = list(topologies)[::(-1) ** repeat]  # (alternating)
                     for name in names:
                         runs[name].append(per_evaluation(cluster, X, y,
                                                          topologies[name]))
-                idle = cluster.idle_cpu()
+                idle = cluster.idle_cpu(0.5 if cfg.quick else 3.0)
+                compute = cluster.compute(lambda: fit(cluster.client, X, y, 11,
+                                                      topologies[default]))
             finally:
                 cluster.close()
             medians = {name: {key: float(np.median([e[key] for e in per]))
                               for key in per[0] if key != "ops"}
                        for name, per in runs.items()}
-            default = "star" if k <= star_workers else "tree"
             row = {"workers": k, "repeats": cfg.fit_repeats, "topology": default,
-                   **medians[default], "ops": runs[default][-1]["ops"]}
+                   **medians[default], "ops": runs[default][-1]["ops"], **compute,
+                   "pinning": cluster.pinning,
+                   "scheduler_ms_per_message": (medians[default]["scheduler_cpu_ms"]
+                                                / max(medians[default]["messages"], 1)),
+                   # (each repeat's figures, for the spreads)
+                   "per_repeat": {key: [e[key] for e in runs[default]]
+                                  for key in ("wall_ms", "scheduler_cpu_ms",
+                                              "client_cpu_ms", "messages",
+                                              "scheduler_mib")}}
+            row["scheduler_cpu_ms_spread"] = iqr(row["per_repeat"]["scheduler_cpu_ms"])
             # The scheduler's work for the evaluation itself: its CPU less
             # what it spends meanwhile on a cluster of K idle workers (their
             # heartbeats), which grows with the wall time, and so here, on 2
@@ -357,8 +471,14 @@ def bench_dask_cost(cfg):
             row["scheduler_cpu_net_ms"] = max(
                 row["scheduler_cpu_ms"] - idle * row["wall_ms"] / 1e3, 0.0)
             if len(medians) > 1:
+                other = "tree" if default == "star" else "star"
                 row["star_wall_ms"] = medians["star"]["wall_ms"]
                 row["tree_wall_ms"] = medians["tree"]["wall_ms"]
+                # (the two alternate, repeat by repeat: the default's time
+                # over the other's)
+                row.update(compared("default_vs_other",
+                                    [e["wall_ms"] for e in runs[default]],
+                                    [e["wall_ms"] for e in runs[other]]))
             table.append(row)
             # (each row as it comes: a long run stopped part way keeps them)
             print(f"[dask_cost: {k} workers in {time.perf_counter() - started:.0f} s] "
@@ -369,29 +489,66 @@ def bench_dask_cost(cfg):
             "rows_per_worker": rows, "table": table}
 
 
-MODELLED = ("wall_ms", "scheduler_cpu_ms", "scheduler_cpu_net_ms", "client_cpu_ms",
-            "tasks", "messages", "scheduler_mib", "busiest_worker_mib")
+# Counts, which do not depend on how many cores the processes share: what
+# is extrapolated past the largest K measured.
+COUNTED = ("tasks", "messages", "scheduler_mib", "busiest_worker_mib")
+# Where the scheduler's CPU per evaluation is reported, whatever was fitted.
+REPORTED_AT = (2, 4, 8, 16)
 
 
 def cost_model(result):
-    """The model of each figure against K, fitted to the measured rows (the
+    """The model of the counts against K, fitted to the measured rows (the
     results file holds only measurements; the model is derived from them):
     to the rows of the topology that the largest K used (a tree), where
-    there are three or more, since a star's costs grow differently; and its
-    predictions at 100 and 1,000 workers, extrapolations past the largest K.
-    """
+    there are three or more, since a star's costs grow differently; its
+    predictions at 100 and 1,000 workers, extrapolations past the largest K;
+    and the model of the wall time with its held-out error."""
     table = result["table"]
     rows = [row for row in table if row["topology"] == table[-1]["topology"]]
     rows = rows if len(rows) >= 3 else table
     ks = [row["workers"] for row in rows]
     models, predictions = {}, {}
-    for name in MODELLED:
+    for name in COUNTED:
         if all(name in row for row in rows):
             models[name] = fit_overhead(ks, [row[name] for row in rows])
             predictions[name] = {str(k): float(predict(models[name], k))
                                  for k in (100, 1000)}
     return {"models": models, "predictions": predictions, "fitted_on": ks,
-            "topology": rows[-1]["topology"], "max_workers_measured": max(ks)}
+            "topology": rows[-1]["topology"], "max_workers_measured": max(ks),
+            "wall": wall_model(table)}
+
+
+WALL_PARTS = ("client_cpu_ms", "scheduler_cpu_ms", "busiest_worker_compute_ms",
+              "workers_compute_ms")
+
+
+def serial_ms(row):
+    """The work of an evaluation that nothing overlaps: the client's CPU, the
+    scheduler's CPU and the compute per worker (the busiest worker's, or all
+    workers' over the cores they share, whichever is the larger)."""
+    pinning = row.get("pinning") or {}
+    cores = len(pinning.get("others_cpus") or []) or pinning.get("cores") or 1
+    compute = max(row["busiest_worker_compute_ms"], row["workers_compute_ms"] / cores)
+    return row["client_cpu_ms"] + row["scheduler_cpu_ms"] + compute
+
+
+def wall_model(table):
+    """Wall time per evaluation = a constant + :func:`serial_ms`, the
+    constant fitted on the two smallest K, checked on every other K (its
+    held-out error: predicted over measured, less one). None where the
+    rows lack what it needs (measured before it)."""
+    if len(table) < 3 or not all(p in row for row in table for p in WALL_PARTS):
+        return None
+    ordered = sorted(table, key=lambda row: row["workers"])
+    fitted, held = ordered[:2], ordered[2:]
+    constant = float(np.mean([row["wall_ms"] - serial_ms(row) for row in fitted]))
+    checks = [{"workers": row["workers"], "measured_ms": row["wall_ms"],
+               "predicted_ms": constant + serial_ms(row),
+               "error": (constant + serial_ms(row)) / row["wall_ms"] - 1}
+              for row in held]
+    return {"constant_ms": constant, "fitted_on": [row["workers"] for row in fitted],
+            "held_out": checks,
+            "max_abs_error": max(abs(c["error"]) for c in checks)}
 
 
 def ops_text(ops):
@@ -400,7 +557,52 @@ def ops_text(ops):
                      sorted(ops.items(), key=lambda item: -item[1]))
 
 
-def format_dask_cost(result):
+def goals(cost):
+    if not cost.get("available"):
+        return {}
+    met = {}
+    rows = {row["workers"]: row for row in cost["table"]}
+    if 16 in rows:  # (bytes counted, not timed)
+        met["dask_cost_scheduler_mib 16 workers"] = goal(
+            rows[16]["scheduler_mib"], TARGETS["dask_cost_scheduler_mib_16"],
+            lower_is_better=True, exact=True)
+    if 2 in rows:
+        row = rows[2]
+        met["dask_cost_scheduler_cpu_ms 2 workers"] = goal(
+            row["scheduler_cpu_ms"], TARGETS["dask_cost_scheduler_cpu_ms_2"],
+            lower_is_better=True, spread=row.get("scheduler_cpu_ms_spread"),
+            repeats=row.get("repeats"))
+        if "default_vs_other" in row:
+            met["dask_cost_star_vs_tree 2 workers"] = goal(
+                row["default_vs_other"], TARGETS["dask_cost_star_vs_tree_2"],
+                lower_is_better=True, spread=row["default_vs_other_spread"],
+                repeats=row.get("repeats"))
+        elif "tree_wall_ms" in row:  # (measured before the repeats were kept)
+            met["dask_cost_star_vs_tree 2 workers"] = goal(
+                row["wall_ms"] / min(row["star_wall_ms"], row["tree_wall_ms"]),
+                TARGETS["dask_cost_star_vs_tree_2"], lower_is_better=True)
+    # (the slope of a straight line through every K measured; its spread,
+    # that of the lines through each repeat's figures)
+    ks = sorted(rows)
+    slope, slopes = None, None
+    if len(ks) > 1:
+        slope = float(np.polyfit(ks, [rows[k]["scheduler_cpu_ms"] for k in ks], 1)[0])
+        per_repeat = [rows[k].get("per_repeat", {}).get("scheduler_cpu_ms")
+                      for k in ks]
+        if all(per_repeat) and len({len(p) for p in per_repeat}) == 1:
+            slopes = iqr([np.polyfit(ks, [p[r] for p in per_repeat], 1)[0]
+                          for r in range(len(per_repeat[0]))])
+    met["dask_cost_scheduler_cpu_ms per added worker"] = goal(
+        slope, TARGETS["dask_cost_scheduler_cpu_ms_per_worker"], lower_is_better=True,
+        spread=slopes, repeats=rows[ks[0]].get("repeats") if ks else None)
+    return met
+
+
+def text(result, run):
+    return [*_table(result), *measured_lines(run)[:1]]
+
+
+def _table(result):
     if not result or not result.get("available"):
         return [f"(j) Dask cost per evaluation: skipped "
                 f"({(result or {}).get('reason', 'not run')})"]
@@ -408,28 +610,42 @@ def format_dask_cost(result):
     lines = [f"(j) cost of one evaluation, scheduler in its own process: D={r['d']} "
              f"H={r['hidden']} C={r['classes']} (P={r['parameters']}), "
              f"{r['rows_per_worker']} rows per worker, worker processes of 1 thread",
-             "    | workers | wall ms | scheduler CPU ms | less idle | client CPU ms | "
-             "tasks | graphs | messages | MiB through scheduler | "
-             "MiB through busiest worker |",
-             "    |---|---|---|---|---|---|---|---|---|---|"]
+             "    | workers | wall ms | scheduler CPU ms | spread | ms per message | "
+             "less idle | client CPU ms | busiest worker compute ms | tasks | graphs | "
+             "messages | MiB through scheduler | MiB through busiest worker |",
+             "    |---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(row, key, fmt):
+        return format(row[key], fmt) if key in row else ""
+
     for row in r["table"]:
         lines.append(
             f"    | {row['workers']} ({row['topology']}) | {row['wall_ms']:.0f} | "
-            f"{row['scheduler_cpu_ms']:.1f} | {row.get('scheduler_cpu_net_ms', 0):.1f} | "
-            f"{row['client_cpu_ms']:.1f} | {row['tasks']:.1f} | {row['graphs']:.2f} | "
-            f"{row['messages']:.1f} | {row['scheduler_mib']:.2f} | "
-            f"{row['busiest_worker_mib']:.1f} |")
+            f"{row['scheduler_cpu_ms']:.1f} | "
+            f"{spread_text(row.get('scheduler_cpu_ms_spread'), 1)} | "
+            f"{cell(row, 'scheduler_ms_per_message', '.2f')} | "
+            f"{row.get('scheduler_cpu_net_ms', 0):.1f} | "
+            f"{row['client_cpu_ms']:.1f} | "
+            f"{cell(row, 'busiest_worker_compute_ms', '.1f')} | {row['tasks']:.1f} | "
+            f"{row['graphs']:.2f} | {row['messages']:.1f} | "
+            f"{row['scheduler_mib']:.2f} | {row['busiest_worker_mib']:.1f} |")
+    lines.append("    " + pinning_text(r["table"]))
     for row in r["table"]:
         if row.get("ops"):
             lines.append(f"    messages by operation, {row['workers']} workers: "
                          + ops_text(row["ops"]))
-    compared = [row for row in r["table"] if "star_wall_ms" in row]
-    if compared:
-        lines.append("    star against tree, wall ms per evaluation, alternating: " + ", ".join(
-            f"{row['workers']} workers {row['star_wall_ms']:.0f} / {row['tree_wall_ms']:.0f}"
-            for row in compared))
+    compared_rows = [row for row in r["table"] if "star_wall_ms" in row]
+    if compared_rows:
+        lines.append("    star against tree, wall ms per evaluation, alternating: "
+                     + ", ".join(f"{row['workers']} workers "
+                                 f"{row['star_wall_ms']:.0f} / {row['tree_wall_ms']:.0f}"
+                                 for row in compared_rows))
+    at = {row["workers"]: row for row in r["table"]}
+    lines.append("    the scheduler's CPU per evaluation: " + ", ".join(
+        f"{k} workers {at[k]['scheduler_cpu_ms']:.1f} ms" if k in at
+        else f"{k} workers not measured" for k in REPORTED_AT))
     fitted = cost_model(r)
-    lines.append("    fitted per evaluation (a + b K [+ c log2 K]) to K = "
+    lines.append("    counts fitted per evaluation (a + b K [+ c log2 K]) to K = "
                  f"{', '.join(map(str, fitted['fitted_on']))}; extrapolated past "
                  f"{fitted['max_workers_measured']} workers:")
     for name, model in fitted["models"].items():
@@ -437,24 +653,33 @@ def format_dask_cost(result):
         p = fitted["predictions"][name]
         lines.append(f"    {name}: {model['a']:.3g} + {model['b']:.3g} K{log}"
                      f"  -> {p['100']:.3g} at 100, {p['1000']:.3g} at 1,000 workers")
+    lines.append("    " + wall_text(fitted["wall"]))
     return lines
 
 
-if __name__ == "__main__":  # a quick look: python benchmarks/bench_dask_cost.py 1,2
-    import argparse
+def pinning_text(table):
+    """Whether the scheduler had a core of its own, in words."""
+    pinnings = [row.get("pinning") for row in table]
+    if not any(pinnings):
+        return ("the scheduler shared the cores with the workers (not pinned: "
+                "measured before pinning)")
+    if all(p and p.get("pinned") for p in pinnings):
+        p = pinnings[0]
+        return (f"the scheduler pinned to CPU {p['scheduler_cpus']}, the workers and "
+                f"the client to CPUs {p['others_cpus']} (os.sched_setaffinity)")
+    reasons = sorted({(p or {}).get("reason", "not recorded") for p in pinnings
+                      if not (p or {}).get("pinned")})
+    return f"the scheduler not on a core of its own: {'; '.join(reasons)}"
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("workers", nargs="?", default="1,2")
-    parser.add_argument("--rows", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--compare", type=int, default=8)
-    args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
-    sys.path.append(str(HERE.parent))  # (after PYTHONPATH: see ProcessCluster)
-    cfg = argparse.Namespace(cost_workers=args.workers, cost_rows=args.rows,
-                             fit_repeats=args.repeats, quick=args.quick,
-                             cost_compare=args.compare)
-    result = bench_dask_cost(cfg)
-    print("\n".join(format_dask_cost(result)))
-    print(json.dumps(result)[:2000], file=sys.stderr)
+
+def wall_text(wall):
+    """The wall-time model and its held-out error, in words."""
+    if wall is None:
+        return ("wall time: no model (it needs three K or more, each with the "
+                "workers' compute recorded)")
+    return (f"wall time = {wall['constant_ms']:.0f} ms + client CPU + scheduler CPU "
+            "+ compute per worker, the constant fitted on K = "
+            f"{', '.join(map(str, wall['fitted_on']))}; held out: "
+            + ", ".join(f"{c['workers']} workers {c['predicted_ms']:.0f} ms predicted, "
+                        f"{c['measured_ms']:.0f} measured ({c['error']:+.0%})"
+                        for c in wall["held_out"]))

@@ -1,4 +1,4 @@
-"""Section (f) of ``benchmarks/run.py``: training on an accelerator.
+"""Section (f): training on an accelerator.
 
 Run with ``python benchmarks/run.py --only device --device cuda`` (or
 ``--device cpu`` for a smoke test of the same code with PyTorch's CPU
@@ -18,41 +18,46 @@ timing synchronizes the device before its clock starts and stops. On the
 CPU (no GPU present) the output says so: the GPU targets then do not apply.
 """
 
-import warnings
-
 import numpy as np
 import sklearn
-from sklearn.exceptions import ConvergenceWarning
 
+from common import (MIN_REPEATS, alternate, compared, goal, measured_lines, quietly,
+                    seconds, spread_text, torch_sgd_loop)
 from sk_twolayer import TwoLayerSoftmaxClassifier
 from sk_twolayer._loss import TwoLayerLoss
 from sk_twolayer._namespace import ops_for
 from sk_twolayer._params import ParamLayout
 
-
-def torch_sgd_loop(model, Xt, yt, batch, epochs=1, generator=None):
-    """The plain PyTorch loop we compare with: SGD, momentum 0.9, Nesterov."""
-    import torch
-
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    crit = torch.nn.CrossEntropyLoss()
-    n = Xt.shape[0]
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=generator, device=Xt.device)
-        for start in range(0, n, batch):
-            idx = perm[start:start + batch]
-            opt.zero_grad(set_to_none=True)
-            crit(model(Xt[idx]), yt[idx]).backward()
-            opt.step()
+KEY, NAME, LETTER = "device", "device", "(f)"
+# (not in the default run: it is meant for a machine with a GPU)
+DEFAULT = False
 
 
-def bench_device(cfg, alternate, ratio):
-    """Section (f); ``alternate`` and ``ratio`` are run.py's timing helpers."""
+def add_options(parser):
+    parser.add_argument("--device", default="auto",
+                        help="PyTorch device of section (f), e.g. cuda or cpu "
+                             "(auto: cuda where there is one, else cpu)")
+    parser.add_argument("--device-n", type=int, default=None,
+                        help="rows of section (f) (float32; default 1,000,000 on "
+                             "a GPU, 100,000 on the CPU)")
+    parser.add_argument("--device-lbfgs-repeats", type=int, default=MIN_REPEATS,
+                        help="alternating repeats of section (f)'s L-BFGS fits "
+                             "(on a GPU machine, the NumPy fit of a million "
+                             "rows takes minutes)")
+
+
+QUICK = {"device_n": 2000, "device_lbfgs_repeats": 1}
+
+
+def measure(cfg):
     try:
         import torch
     except ImportError:
         return {"available": False, "reason": "torch is not installed"}
-    device = torch.device(cfg.device)
+    if cfg.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         return {"available": False, "reason": "no CUDA device"}
 
@@ -60,7 +65,8 @@ def bench_device(cfg, alternate, ratio):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    n, d, h, c = cfg.device_n, cfg.d, cfg.hidden, cfg.classes
+    n = cfg.device_n or (1_000_000 if device.type == "cuda" else 100_000)
+    d, h, c = cfg.d, cfg.hidden, cfg.classes
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, d), dtype=np.float32)
     y = rng.integers(0, c, n)
@@ -94,30 +100,30 @@ def bench_device(cfg, alternate, ratio):
     t_gemm = float(np.median(t["gemm"]))
     rows.append({"work": "full-batch loss+gradient",
                  "ours_s": float(np.median(t["ours"])), "gemm_s": t_gemm,
-                 "fraction_of_gemm_rate": ratio(t["gemm"], t["ours"]),
-                 "gemm_tflops": flops / t_gemm / 1e12})
+                 **compared("fraction_of_gemm_rate", t["gemm"], t["ours"]),
+                 "gemm_tflops": flops / t_gemm / 1e12, "repeats": cfg.repeats,
+                 "times_s": seconds(t)})
 
     # ---- 30 L-BFGS iterations: device against numpy on the CPUs
     def lbfgs(Xa, ya):
         clf = TwoLayerSoftmaxClassifier(hidden_size=h, max_iter=cfg.lbfgs_iter,
                                         tol=0.0, random_state=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(Xa, ya)
-        return clf
+        return quietly(lambda: clf.fit(Xa, ya))
 
     def lbfgs_device():
         with sklearn.config_context(array_api_dispatch=True):
             lbfgs(Xt, yt)
 
     with sklearn.config_context(array_api_dispatch=True):
-        lbfgs(Xt[:1000], yt[:1000])  # warm up
-    # One repeat: on a GPU the numpy fit of a million rows takes minutes.
-    t = alternate({"device": lbfgs_device, "numpy": lambda: lbfgs(X, y)}, 1,
-                  warmup=0, sync=sync)
+        lbfgs(Xt[:1000], yt[:1000])  # warm up, on a slice: the whole fit is long
+    lbfgs(X[:1000], y[:1000])
+    t = alternate({"device": lbfgs_device, "numpy": lambda: lbfgs(X, y)},
+                  cfg.device_lbfgs_repeats, warmup=0, sync=sync)
     rows.append({"work": f"lbfgs {cfg.lbfgs_iter} iterations",
-                 "ours_s": float(t["device"][0]), "numpy_s": float(t["numpy"][0]),
-                 "speedup_vs_numpy": ratio(t["numpy"], t["device"])})
+                 "ours_s": float(np.median(t["device"])),
+                 "numpy_s": float(np.median(t["numpy"])),
+                 **compared("speedup_vs_numpy", t["numpy"], t["device"]),
+                 "repeats": cfg.device_lbfgs_repeats, "times_s": seconds(t)})
 
     # ---- one SGD epoch: ours on the device against a plain PyTorch loop
     for batch in (200, 2048):
@@ -126,10 +132,8 @@ def bench_device(cfg, alternate, ratio):
                 hidden_size=h, solver="sgd", batch_size=batch, max_iter=1,
                 learning_rate_init=0.01, momentum=0.9, reg=0.0,
                 n_iter_no_change=np.inf, random_state=0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                with sklearn.config_context(array_api_dispatch=True):
-                    clf.fit(Xt, yt)
+            with sklearn.config_context(array_api_dispatch=True):
+                quietly(lambda: clf.fit(Xt, yt))
 
         def torch_sgd():
             torch.manual_seed(0)
@@ -142,7 +146,8 @@ def bench_device(cfg, alternate, ratio):
         row = {"work": f"SGD 1 epoch, batch {batch}",
                "ours_s": float(np.median(t["ours"])),
                "torch_s": float(np.median(t["torch"])),
-               "speedup_vs_torch": ratio(t["torch"], t["ours"])}
+               **compared("speedup_vs_torch", t["torch"], t["ours"]),
+               "repeats": cfg.fit_repeats, "times_s": seconds(t)}
         try:
             from skorch import NeuralNetClassifier
         except ImportError:
@@ -166,7 +171,24 @@ def bench_device(cfg, alternate, ratio):
                      else "cpu"), "n": n, "rows": rows}
 
 
-def format_device(result):
+def goals(result):
+    met = {}
+    for row in result.get("rows", []) if result.get("available") else ():
+        for field, target in (("fraction_of_gemm_rate", 0.5),
+                              ("speedup_vs_numpy", 20.0),
+                              ("speedup_vs_torch", 1.0)):
+            if field in row:
+                met[f"device {row['work']} {field}"] = goal(
+                    row[field], target, spread=row.get(f"{field}_spread"),
+                    repeats=row.get("repeats"))
+    return met
+
+
+def text(result, run):
+    return [*_table(result), *measured_lines(run)[:1]]
+
+
+def _table(result):
     if not result or not result.get("available"):
         reason = (result or {}).get("reason", "not run")
         return [f"(f) device: skipped ({reason})"]
@@ -175,20 +197,25 @@ def format_device(result):
     if not result["device"].startswith("cuda"):
         lines.append("    No GPU: these are PyTorch's CPU kernels on this machine's "
                      "CPUs, and the GPU targets below do not apply to them.")
-    lines.append("| work                     |  ours s | other s | ratio | ratio is")
-    lines.append("|--------------------------|---------|---------|-------|---------")
+    lines.append("    ratio: of medians; spread: interquartile range of the "
+                 "per-repeat ratios")
+    lines.append("| work                     |  ours s | other s | ratio | spread      "
+                 "| ratio is")
+    lines.append("|--------------------------|---------|---------|-------|-------------"
+                 "|---------")
     for row in result["rows"]:
         if "fraction_of_gemm_rate" in row:
-            other, value = row["gemm_s"], row["fraction_of_gemm_rate"]
+            other, field = row["gemm_s"], "fraction_of_gemm_rate"
             what = f"GEMM time / ours ({row['gemm_tflops']:.2f} TFLOP/s GEMM)"
         elif "speedup_vs_numpy" in row:
-            other, value = row["numpy_s"], row["speedup_vs_numpy"]
+            other, field = row["numpy_s"], "speedup_vs_numpy"
             what = "numpy time / ours"
         else:
-            other, value = row["torch_s"], row["speedup_vs_torch"]
+            other, field = row["torch_s"], "speedup_vs_torch"
             what = "PyTorch loop time / ours"
             if row.get("skorch_s") is not None:
                 what += f" (skorch {row['skorch_s']:.3f} s)"
         lines.append(f"| {row['work']:<24} | {row['ours_s']:7.3f} | {other:7.3f} "
-                     f"| {value:5.2f} | {what}")
+                     f"| {row[field]:5.2f} "
+                     f"| {spread_text(row.get(field + '_spread')):11} | {what}")
     return lines
