@@ -258,6 +258,59 @@ def dask_data(n_blocks, rows, d, c):
 
 
 # ------------------------------------------------- the GEMM bound of a pass
+# --------------------------------------- the compute of each evaluation
+def install_compute_clock(dask_worker):
+    """On a worker: from now on, record how long its own share of each
+    training evaluation takes, where evaluations are calls to the worker
+    (``sk_twolayer.dask._worker._own_terms``); the records start empty."""
+    from sk_twolayer.dask import _worker
+
+    original = getattr(_worker._own_terms, "__wrapped__", _worker._own_terms)
+    records = dask_worker._sk_twolayer_compute = []
+
+    async def clocked(worker, spec, theta, node):
+        start = time.perf_counter()
+        try:
+            return await original(worker, spec, theta, node)
+        finally:
+            if spec.part == "train":
+                records.append((spec.evaluation, time.perf_counter() - start))
+
+    clocked.__wrapped__ = original
+    _worker._own_terms = clocked
+
+
+def read_compute_clock(dask_worker):
+    return list(getattr(dask_worker, "_sk_twolayer_compute", []))
+
+
+def evaluation_compute(client, fit):
+    """Run ``fit()``; for each of its training evaluations, each worker's
+    compute seconds: ``{evaluation: {worker: seconds}}``. Calls to the
+    workers are clocked on the workers; evaluations through the scheduler
+    (task graphs) are read from its task stream."""
+    from distributed import get_task_stream
+
+    client.run(install_compute_clock)
+    with get_task_stream(client) as stream:
+        fit()
+    busy = {}
+    for worker, records in client.run(read_compute_clock).items():
+        for evaluation, spent in records:
+            per_worker = busy.setdefault(evaluation, {})
+            per_worker[worker] = per_worker.get(worker, 0.0) + spent
+    for task in stream.data:
+        key = str(task["key"])
+        if not key.startswith("sk-twolayer-train-"):
+            continue
+        # sk-twolayer-train-<token>-<evaluation>-<attempt>-...
+        per_worker = busy.setdefault(int(key.split("-")[4]), {})
+        per_worker[task["worker"]] = per_worker.get(task["worker"], 0.0) + sum(
+            s["stop"] - s["start"] for s in task["startstops"]
+            if s["action"] == "compute")
+    return busy
+
+
 def gemm_bound(X, layout, theta, y):
     """The five matrix products of one forward/backward pass, alone.
 

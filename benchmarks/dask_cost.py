@@ -32,7 +32,8 @@ them (counted on the client), the median over ``--fit-repeats`` repeats
 - ``tasks``: the fit's tasks the scheduler received (those whose key starts
   with ``sk-twolayer-``), ``graphs``: the ``update-graph`` messages, and
   ``messages``: every message the scheduler handled (from the client and
-  the workers, heartbeats left out);
+  the workers, what comes now and then of its own accord left out:
+  heartbeats, the client's periodic look at the cluster);
 - ``scheduler_mib``: the bytes of the messages the scheduler's process
   received and sent (counted in distributed's TCP comm, heartbeats
   included), and ``busiest_worker_mib``: the most any worker process
@@ -64,8 +65,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import (DASK_MISSING, HERE, TARGETS, compared, dask_data, goal, iqr,
-                    measured_lines, quietly, spread_text)
+from common import (DASK_MISSING, HERE, TARGETS, compared, dask_data,
+                    evaluation_compute, goal, iqr, measured_lines, quietly,
+                    spread_text)
 
 KEY, NAME, LETTER = "dask_cost", "dask_cost", "(j)"
 DEFAULT = False
@@ -82,6 +84,10 @@ def add_options(parser):
     parser.add_argument("--cost-pin", choices=("yes", "no"), default="yes",
                         help="in section (j), the scheduler on a core of its own "
                              "and the other processes on the others")
+    parser.add_argument("--cost-path", choices=("calls", "graph"), default="calls",
+                        help="in section (j), evaluations as calls to the workers "
+                             "(the default) or as task graphs through the "
+                             "scheduler (direct-transfers: false)")
 
 
 QUICK = {"cost_workers": "1,2", "cost_compare": 2}
@@ -251,22 +257,10 @@ class ProcessCluster:
             self.pinning["reason"] = f"sched_setaffinity failed for process {pid}"
 
     def compute(self, fit):
-        """The compute of the fit's tasks per evaluation of ``fit()``, on
-        the busiest worker and on all of them (milliseconds, medians)."""
-        from distributed import get_task_stream
-
-        with get_task_stream(self.client) as stream:
-            fit()
-        busy = {}
-        for task in stream.data:
-            key = str(task["key"])
-            if not key.startswith("sk-twolayer-train-"):
-                continue
-            # sk-twolayer-train-<token>-<evaluation>-<attempt>-...
-            per_worker = busy.setdefault(int(key.split("-")[4]), {})
-            per_worker[task["worker"]] = per_worker.get(task["worker"], 0.0) + sum(
-                s["stop"] - s["start"] for s in task["startstops"]
-                if s["action"] == "compute")
+        """The compute of each training evaluation of ``fit()`` on the
+        busiest worker and on all of them (milliseconds, medians), clocked
+        on the workers (calls) or read from the task stream (task graphs)."""
+        busy = evaluation_compute(self.client, fit)
         return {"busiest_worker_compute_ms":
                 1e3 * float(np.median([max(w.values()) for w in busy.values()])),
                 "workers_compute_ms":
@@ -309,6 +303,10 @@ class ProcessCluster:
         self._dir.cleanup()
 
 
+PERIODIC = ("heartbeat_worker", "heartbeat-client", "keep-alive", "identity",
+            "set_metadata", "get_metadata", "run_function", "broadcast")
+
+
 def _difference(after, before):
     ops = {op: n - before["ops"].get(op, 0) for op, n in after["ops"].items()}
     return {
@@ -320,9 +318,10 @@ def _difference(after, before):
                       for w, n in after["worker_io"].items()},
         "tasks": after["tasks"] - before["tasks"],
         "graphs": after["graphs"] - before["graphs"],
-        # (every message but the workers' heartbeats and our own readings)
-        "ops": {op: n for op, n in ops.items()
-                if n and op not in ("heartbeat_worker", "run_function", "broadcast")},
+        # (every message but what comes now and then of its own accord, the
+        # heartbeats, the client's look at the cluster, the cluster's record
+        # of itself, and our own readings)
+        "ops": {op: n for op, n in ops.items() if n and op not in PERIODIC},
     }
 
 
@@ -421,15 +420,18 @@ def measure(cfg):
     # (none before the star: a checkout of before it, measured with
     # --compare 0, is a tree throughout)
     star_workers = dask.config.get("sk-twolayer.dask.star-workers", 0)
+    # (the path: calls to the workers, or task graphs through the scheduler)
+    path = ({"sk-twolayer.dask.direct-transfers": False}
+            if getattr(cfg, "cost_path", "calls") == "graph" else {})
     DistributedObjective.terms = counted
     table = []
     try:
         for k in [int(k) for k in cfg.cost_workers.split(",")]:
             started = time.perf_counter()
-            topologies = {"star" if k <= star_workers else "tree": {}}
+            topologies = {"star" if k <= star_workers else "tree": dict(path)}
             if k <= cfg.cost_compare:
-                topologies = {"star": {"sk-twolayer.dask.star-workers": k},
-                              "tree": {"sk-twolayer.dask.star-workers": 0}}
+                topologies = {"star": {"sk-twolayer.dask.star-workers": k, **path},
+                              "tree": {"sk-twolayer.dask.star-workers": 0, **path}}
             cluster = ProcessCluster(k, pinned=cfg.cost_pin == "yes")
             default = "star" if k <= star_workers else "tree"
             try:
@@ -486,7 +488,8 @@ def measure(cfg):
     finally:
         DistributedObjective.terms = terms
     return {"available": True, "d": d, "hidden": h, "classes": c, "parameters": P,
-            "rows_per_worker": rows, "table": table}
+            "rows_per_worker": rows,
+            "path": "graph" if path else "calls", "table": table}
 
 
 # Counts, which do not depend on how many cores the processes share: what
@@ -607,8 +610,10 @@ def _table(result):
         return [f"(j) Dask cost per evaluation: skipped "
                 f"({(result or {}).get('reason', 'not run')})"]
     r = result
-    lines = [f"(j) cost of one evaluation, scheduler in its own process: D={r['d']} "
-             f"H={r['hidden']} C={r['classes']} (P={r['parameters']}), "
+    path = {"calls": "calls to the workers", "graph": "task graphs through the "
+            "scheduler"}.get(r.get("path"), "task graphs (measured before calls)")
+    lines = [f"(j) cost of one evaluation ({path}), scheduler in its own process: "
+             f"D={r['d']} H={r['hidden']} C={r['classes']} (P={r['parameters']}), "
              f"{r['rows_per_worker']} rows per worker, worker processes of 1 thread",
              "    | workers | wall ms | scheduler CPU ms | spread | ms per message | "
              "less idle | client CPU ms | busiest worker compute ms | tasks | graphs | "

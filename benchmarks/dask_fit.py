@@ -52,8 +52,9 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from common import (DASK_MISSING, SPREAD_WORDS, TARGETS, compared, goal, iqr,
-                    measured_lines, quietly, spread_text)
+from common import (DASK_MISSING, SPREAD_WORDS, TARGETS, compared,
+                    evaluation_compute, goal, iqr, measured_lines, quietly,
+                    spread_text)
 
 KEY, NAME, LETTER = "dask", "dask", "(g)"
 LIBBLAS_HINT = "apt-get install -y libopenblas0-pthread"
@@ -169,12 +170,25 @@ class _Clusters:
 
 # ------------------------------------------------------------- the overhead
 def _round_trips(client, calls=60):
+    """Bare round trips of the kind an evaluation makes: a call to a
+    worker's RPC (its identity), as the fit's calls go; a task submitted
+    and its result gathered where the fit goes through the scheduler
+    (``direct-transfers: false``)."""
+    import dask
+
+    worker = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
+    if dask.config.get("sk-twolayer.dask.direct-transfers") is False:
+        def trip():
+            client.submit(_noop, pure=False).result()
+    else:
+        def trip():
+            client.sync(client.rpc(worker).identity)
     for _ in range(5):
-        client.submit(_noop, pure=False).result()
+        trip()
     times = []
     for _ in range(calls):
         t = time.perf_counter()
-        client.submit(_noop, pure=False).result()
+        trip()
         times.append(time.perf_counter() - t)
     return times
 
@@ -182,13 +196,11 @@ def _round_trips(client, calls=60):
 def _evaluation_overheads(client, fit):
     """Each evaluation's wall time minus its busiest worker's compute time.
 
-    An evaluation's tasks on one worker (one thread) run one after another,
-    so the busiest worker's summed compute is the least an evaluation can
-    take; the rest is overhead: sending theta, scheduling, reducing,
-    receiving the result.
+    An evaluation's work on one worker (one thread) runs one piece after
+    another, so the busiest worker's summed compute is the least an
+    evaluation can take; the rest is overhead: sending theta, reducing,
+    receiving the result (and, through the scheduler, scheduling).
     """
-    from distributed import get_task_stream
-
     from sk_twolayer.dask._objective import DistributedObjective
 
     walls = []
@@ -203,21 +215,9 @@ def _evaluation_overheads(client, fit):
 
     DistributedObjective.terms = timed
     try:
-        with get_task_stream(client) as stream:
-            fit()
+        busy = evaluation_compute(client, fit)
     finally:
         DistributedObjective.terms = terms
-    busy = {}
-    for task in stream.data:
-        key = str(task["key"])
-        if not key.startswith("sk-twolayer-train-"):
-            continue
-        # sk-twolayer-train-<token>-<evaluation>-<attempt>-...
-        evaluation = int(key.split("-")[4])
-        seconds = sum(s["stop"] - s["start"] for s in task["startstops"]
-                      if s["action"] == "compute")
-        per_worker = busy.setdefault(evaluation, {})
-        per_worker[task["worker"]] = per_worker.get(task["worker"], 0.0) + seconds
     compute = {e: max(w.values()) for e, w in busy.items()}
     return [wall - compute[e] for e, wall in walls if e in compute], \
         [compute[e] for e, _ in walls if e in compute]

@@ -90,6 +90,10 @@ def _sgd_epoch(cfg, dname, dtype):
     gather = _solvers.BatchGatherer(X)
     update = _solvers.SGD(0.0, momentum=0.9, nesterov=True)
     update.start(theta0)
+    # (The products below write the weights' gradients, not the biases':
+    # those start at zero, or whatever the new buffer held, NaN perhaps,
+    # would reach the weights through the update, even at a zero rate.)
+    update.grad[...] = 0
     A = np.empty((min(b, n), h), dtype=dtype)
     S = np.empty((min(b, n), c), dtype=dtype)
     dH = np.empty_like(A)
