@@ -2,29 +2,39 @@
 its own install line. Run one with ``nox -s NAME``, all with ``nox``;
 ``.ci/run`` runs them all, two at a time (nox's ``--parallel``).
 
-readme     the README's test command, exactly as README.md writes it
-           (Python 3.11): the tests, the docstring examples, and every code
-           block of README.md and docs/ (sybil: docs/conftest.py,
-           tests/test_readme.py);
-dists      build the sdist and the wheel, and check them (twine check
-           --strict, the LICENSE, every module);
-oldest     the wheel's tests on the oldest supported stack: Python 3.10,
-           .ci/oldest.txt (checked against pyproject.toml's floors);
-newest     the wheel's tests on Python 3.13 with the newest releases,
-           array-api-strict and the fast extra (numba);
-midrange   the wheel's Dask tests on Python 3.12 with a Dask release from
-           the middle of the supported range (.ci/midrange.txt);
-array_api  the array-API tests with PyTorch's CPU build and array-api-strict
-           (Python 3.11);
-docs       the documentation command, exactly as README.md writes it: the
-           site with its gallery executed, any warning an error (Python 3.11).
+readme       the README's test command, exactly as README.md writes it
+             (Python 3.11): the default tier of the tests, the docstring
+             examples, and every code block of README.md and docs/ (sybil:
+             docs/conftest.py, tests/test_readme.py);
+dists        build the sdist and the wheel, and check them (twine check
+             --strict, the LICENSE, every module);
+oldest       the wheel's default tier on the oldest supported stack: Python
+             3.10, .ci/oldest.txt (checked against pyproject.toml's floors);
+newest       the wheel's default tier on Python 3.13 with the newest
+             releases, array-api-strict and the fast extra (numba);
+slow_oldest  the slow tier (tests marked slow, run with --runslow) of the
+             Dask tests on the oldest stack's Dask release (the floor);
+midrange     the Dask tests, both tiers, on Python 3.12 with a Dask release
+             from the middle of the supported range (.ci/midrange.txt);
+slow_newest  the whole slow tier on the newest stack: the Dask tests on the
+             newest Dask release, and the benchmark scripts end to end;
+array_api    the array-API tests with PyTorch's CPU build and
+             array-api-strict (Python 3.11);
+docs         the documentation command, exactly as README.md writes it: the
+             site with its gallery executed, any warning an error (Python
+             3.11).
 
-oldest, newest and midrange install the wheel that dists built (nox runs dists first:
-``requires``), and run the tests from a directory outside the checkout, so
-that they import the installed wheel, not the working copy. The sessions
-that install with uv (nox's ``uv`` backend: ``pip install "nox[uv]"``)
-create their environments in seconds; readme and docs run the documented
-pip commands, and array_api takes PyTorch from pip (see there).
+Each stack runs what it can break: the default tier on the readme, oldest
+and newest stacks, and the slow tier of the Dask tests once for each Dask
+release that CI pins (floor, mid-range, newest). Every session prints its
+15 slowest tests (pyproject.toml's --durations=15).
+
+The wheel sessions install the wheel that dists built (nox runs dists
+first: ``requires``), and run the tests from a directory outside the
+checkout, so that they import the installed wheel, not the working copy.
+The sessions that install with uv (nox's ``uv`` backend: ``pip install
+"nox[uv]"``) create their environments in seconds; readme and docs run the
+documented pip commands, and array_api takes PyTorch from pip (see there).
 """
 
 import contextlib
@@ -69,12 +79,8 @@ README = ROOT / "README.md"
 # array-api-strict, and PyTorch's skip.
 NO_TORCH = ["--allow", "torch is not installed|could not import 'torch'"]
 
-# The two tests that kill workers (about 60 s of the Dask module on the
-# newest stack) test how distributed recovers: readme runs them with the
-# same dask and distributed as the newest stack, and oldest on the floor
-# release; newest leaves them out, for time.
-WORKER_KILLING_TESTS = ("not worker_killed_mid_fit"
-                        " and not lost_data_that_cannot_be_recomputed")
+# The Dask tests (the data-parallel fit, Incremental and searches, faults).
+DASK_TESTS = ["test_dask_parallel.py", "test_dask.py", "test_dask_faults.py"]
 
 # The versions that make a stack what it is, printed in each session's log.
 KEY_VERSIONS = (
@@ -176,7 +182,7 @@ def run_tests_on_the_wheel(session, *, check_args, pytest_args=(), tests=None):
                         "import sk_twolayer; sk_twolayer.show_versions()")
             session.run(
                 "python", "-m", "pytest", "-c", str(ROOT / "pyproject.toml"),
-                "--rootdir", str(ROOT), "-rs", "--durations=8",
+                "--rootdir", str(ROOT), "-rs",
                 f"--junitxml={junit}",
                 *([str(ROOT / "tests"), "--pyargs", "sk_twolayer"] if tests is None
                   else [str(ROOT / "tests" / t) for t in tests]),
@@ -304,33 +310,60 @@ def oldest(session):
 @nox.session(python="3.13", venv_backend="uv", requires=["dists"],
              allow_parallel=True)
 def newest(session):
-    """The wheel's tests on the newest releases, with array-api-strict,
-    whose tests must run (and so must the data-parallel Dask tests), and
-    with the fast extra, whose compiled kernels' tests must run too."""
+    """The wheel's default tier on the newest releases, with
+    array-api-strict, whose tests must run (and so must the data-parallel
+    Dask tests), and with the fast extra, whose compiled kernels' tests must
+    run too."""
     install_the_wheel(session, "array-api-strict>=2.3", extras="test,fast")
     run_tests_on_the_wheel(
         session,
         check_args=[*NO_TORCH,
                     "--require", "array_namespace=array_api_strict",
                     "--require", "test_dask_parallel::",
-                    "--require", "test_fast::test_compiled_update_rules"],
-        pytest_args=["-k", WORKER_KILLING_TESTS])
+                    "--require", "test_fast::test_compiled_update_rules"])
+
+
+@nox.session(python="3.10", venv_backend="uv", requires=["dists"],
+             allow_parallel=True)
+def slow_oldest(session):
+    """The slow tier of the Dask tests (every kill point, the fault
+    campaign of 30 fits, ...) on the oldest stack's Dask release, the
+    floor that pyproject.toml declares."""
+    check_oldest_pins(session)
+    install_the_wheel(session, "-c", str(ROOT / ".ci" / "oldest.txt"))
+    run_tests_on_the_wheel(
+        session, tests=DASK_TESTS, pytest_args=["--runslow", "-m", "slow"],
+        check_args=["--require", "test_a_randomized_fault_campaign",
+                    "--require", "every point"])
 
 
 @nox.session(python="3.12", venv_backend="uv", requires=["dists"],
              allow_parallel=True)
 def midrange(session):
-    """The wheel's Dask tests on a Dask release from the middle of the
-    range that pyproject.toml allows (.ci/midrange.txt): from distributed
-    2025.10 through 2026.6, Client.scheduler_info() lists only the first
-    five workers unless asked for all, an API that changed and changed
-    back between the floor and the newest release, which the other stacks
-    run. Python 3.12, the middle of the supported Pythons."""
+    """The wheel's Dask tests, both tiers, on a Dask release from the
+    middle of the range that pyproject.toml allows (.ci/midrange.txt):
+    from distributed 2025.10 through 2026.6, Client.scheduler_info() lists
+    only the first five workers unless asked for all, an API that changed
+    and changed back between the floor and the newest release, which the
+    other stacks run. Python 3.12, the middle of the supported Pythons."""
     install_the_wheel(session, "-c", str(ROOT / ".ci" / "midrange.txt"))
     run_tests_on_the_wheel(
-        session, tests=["test_dask_parallel.py", "test_dask.py"],
+        session, tests=DASK_TESTS, pytest_args=["--runslow"],
         check_args=["--require", "test_dask_parallel::",
-                    "--require", "test_every_worker_is_seen"])
+                    "--require", "test_every_worker_is_seen",
+                    "--require", "test_a_randomized_fault_campaign"])
+
+
+@nox.session(python="3.13", venv_backend="uv", requires=["dists"],
+             allow_parallel=True)
+def slow_newest(session):
+    """The whole slow tier on the newest stack: the Dask tests' on the
+    newest Dask release, and the benchmark scripts end to end."""
+    install_the_wheel(session, "array-api-strict>=2.3", extras="test,fast")
+    run_tests_on_the_wheel(
+        session, tests=["."], pytest_args=["--runslow", "-m", "slow"],
+        check_args=["--require", "test_a_randomized_fault_campaign",
+                    "--require", "every point"])
 
 
 @nox.session(python="3.11", venv_backend="uv", allow_parallel=True)

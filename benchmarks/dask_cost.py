@@ -65,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import (DASK_MISSING, HERE, TARGETS, compared, dask_data,
+from common import (DASK_MISSING, HERE, TARGETS, alternate, compared, dask_data,
                     evaluation_compute, goal, iqr, measured_lines, quietly,
                     spread_text)
 
@@ -178,6 +178,72 @@ def pin(pid, cpus):
     except (AttributeError, OSError):  # (no sched_setaffinity, a thread gone)
         return False
     return True
+
+
+# ------------------------------------------------ the ways to reach workers
+def install_echo(dask_worker):
+    """On a worker: a handler of its RPC that sends back what it gets."""
+    from distributed.protocol.serialize import to_serialize
+
+    async def echo(theta=None):
+        return {"theta": to_serialize(theta)}
+
+    dask_worker.handlers["sk_twolayer_bench_echo"] = echo
+
+
+class Echo:
+    """An actor that sends back what it gets."""
+
+    def echo(self, theta):
+        return theta
+
+
+def _echo_task(theta):
+    return theta
+
+
+def transports(client, theta, repeats, exchanges=20):
+    """What one exchange of ``theta`` with every worker of ``client`` costs
+    (the client sends it to each and gets it back from each), by each way
+    Dask offers to reach the workers without a graph per step, and by the
+    task graph: milliseconds per exchange, per repeat (the mean of
+    ``exchanges``), the ways alternating."""
+    import asyncio
+
+    from distributed.protocol.serialize import to_serialize
+
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    client.run(install_echo)
+    with client.as_current():  # (an actor's handle calls through this client)
+        actors = [client.submit(Echo, actor=True, workers=[w], pure=False).result()
+                  for w in workers]
+
+    async def calls():
+        return await asyncio.gather(*[
+            client.rpc(w).sk_twolayer_bench_echo(theta=to_serialize(theta))
+            for w in workers])
+
+    def by_calls():
+        for _ in range(exchanges):
+            client.sync(calls)
+
+    def by_actors():
+        for _ in range(exchanges):
+            for future in [actor.echo(theta) for actor in actors]:
+                future.result()
+
+    def by_graph():
+        for _ in range(exchanges):
+            copies = client.scatter([theta] * len(workers), workers=workers,
+                                    hash=False)
+            client.gather([client.submit(_echo_task, copy, workers=[w], pure=False)
+                           for copy, w in zip(copies, workers)])
+
+    times = alternate({"calls": by_calls, "actors": by_actors, "graph": by_graph},
+                      repeats)
+    del actors
+    return {name: [1e3 * t / exchanges for t in seconds]
+            for name, seconds in times.items()}
 
 
 def _cpu_seconds(pid):
@@ -424,7 +490,7 @@ def measure(cfg):
     path = ({"sk-twolayer.dask.direct-transfers": False}
             if getattr(cfg, "cost_path", "calls") == "graph" else {})
     DistributedObjective.terms = counted
-    table = []
+    table, ways = [], None
     try:
         for k in [int(k) for k in cfg.cost_workers.split(",")]:
             started = time.perf_counter()
@@ -449,6 +515,9 @@ def measure(cfg):
                 idle = cluster.idle_cpu(0.5 if cfg.quick else 3.0)
                 compute = cluster.compute(lambda: fit(cluster.client, X, y, 11,
                                                       topologies[default]))
+                if k == 2:  # (the ways to reach the workers, side by side)
+                    ways = transports(cluster.client, np.zeros(P), cfg.fit_repeats,
+                                      exchanges=2 if cfg.quick else 20)
             finally:
                 cluster.close()
             medians = {name: {key: float(np.median([e[key] for e in per]))
@@ -487,9 +556,16 @@ def measure(cfg):
                   + json.dumps(row), file=sys.stderr, flush=True)
     finally:
         DistributedObjective.terms = terms
-    return {"available": True, "d": d, "hidden": h, "classes": c, "parameters": P,
-            "rows_per_worker": rows,
-            "path": "graph" if path else "calls", "table": table}
+    result = {"available": True, "d": d, "hidden": h, "classes": c,
+              "parameters": P, "rows_per_worker": rows,
+              "path": "graph" if path else "calls", "table": table}
+    if ways is not None:
+        result["transports"] = {
+            "workers": 2, "repeats": cfg.fit_repeats, "ms": ways,
+            **{f"{name}_ms": float(np.median(v)) for name, v in ways.items()},
+            **compared("graph_vs_calls", ways["graph"], ways["calls"]),
+            **compared("actors_vs_calls", ways["actors"], ways["calls"])}
+    return result
 
 
 # Counts, which do not depend on how many cores the processes share: what

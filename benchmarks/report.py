@@ -625,6 +625,31 @@ def _spark_tree_aggregate(k, P):
             "driver_out": 1, "mib": P * 8 / 2**20}
 
 
+def dask_transports(results, fmt):
+    """The ways to reach the workers, side by side, from section (j)."""
+    j = results.get("dask_cost") or {}
+    t = j.get("transports")
+    if not t:
+        return ("Not measured yet: ``python benchmarks/run.py --only dask_cost`` "
+                "measures it.")
+    mib = j["parameters"] * 8 / 2**20
+    words = {"calls": "a call to each worker's RPC",
+             "actors": "a call to an actor on each worker",
+             "graph": "the task graph it replaced (scatter, a task a worker, gather)"}
+    rows = [[words[name], f"{t[name + '_ms']:.1f}"] for name in ("calls", "actors",
+                                                              "graph")]
+    return "\n\n".join([
+        f"One exchange of the parameters ({j['parameters']:,}, {mib:.1f} MiB) with "
+        f"each of {t['workers']} worker processes: sent to each, sent back by "
+        f"each; milliseconds, median of {t['repeats']} alternating repeats. The "
+        "task graph took "
+        f"{_with_spread(_x(t['graph_vs_calls']), t, 'graph_vs_calls')} the "
+        "calls' time, actors "
+        f"{_with_spread(_x(t['actors_vs_calls']), t, 'actors_vs_calls')}. "
+        + stamp(results, "dask_cost", fmt),
+        table(["way", "ms per exchange"], rows, fmt)])
+
+
 def dask_cost_model(results, fmt):
     """Section (j): the cost of one evaluation against the workers, the counts
     extrapolated, the wall time modelled and checked, and Spark's
@@ -814,6 +839,7 @@ FRAGMENTS = {
     "dask-cost": (dask_cost, ("dask",)),
     "dask-scale": (dask_scale, ("dask_scale",)),
     "dask-cost-model": (dask_cost_model, ("dask_cost",)),
+    "dask-transports": (dask_transports, ("dask_cost",)),
     "device": (device, ("device",)),
     "jax": (jax, ("jax",)),
     **{f"section-{key}": (section(key), (key,)) for key in ORDER},

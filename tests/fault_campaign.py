@@ -191,11 +191,17 @@ def clean_state(client):
 
 def left_after(client, wait=SETTLE_SECONDS):
     """What is left, once nothing is, or after ``wait`` seconds; and
-    whether that is nothing."""
+    whether that is nothing. (A worker that a fault killed may still be
+    leaving, or its replacement starting: the look is taken again.)"""
+    from distributed.comm.core import CommClosedError
+
     deadline = time.monotonic() + wait
     while True:
-        clean = clean_state(client)
-        left = left_on(client)
+        try:
+            clean = clean_state(client)
+            left = left_on(client)
+        except (CommClosedError, OSError) as error:
+            left, clean = repr(error), None
         if left == clean or time.monotonic() > deadline:
             return left, left == clean
         time.sleep(0.1)

@@ -378,7 +378,7 @@ def test_dask_scale_section():
         assert len(row["ms_per_iteration_repeats"]) == row["repeats"]
 
 
-@pytest.mark.parametrize("path", ["calls", "graph"])
+@pytest.mark.parametrize("path", ["calls", pytest.param("graph", marks=pytest.mark.slow)])
 def test_dask_cost_section(path):
     # Section (j) at the smallest size: a scheduler process on a core of its
     # own and two worker processes, and the counts are those of the design
@@ -409,6 +409,12 @@ def test_dask_cost_section(path):
         assert pinning["pinned"], pinning
         assert not set(pinning["scheduler_cpus"]) & set(pinning["others_cpus"])
     assert os.sched_getaffinity(0) == cores  # (this process has its cores back)
+    # The ways to reach the workers, side by side (at K = 2): every one
+    # timed in every repeat, and the ratios to the calls' time kept.
+    t = j["transports"]
+    assert set(t["ms"]) == {"calls", "actors", "graph"}
+    assert all(len(v) == t["repeats"] and min(v) > 0 for v in t["ms"].values())
+    assert t["graph_vs_calls"] > 0 and len(t["graph_vs_calls_spread"]) == 2
 
 
 def _cost_row(k, wall, **more):
