@@ -83,11 +83,69 @@ def table(header, rows, fmt, widths=None):
 
 
 def text_block(lines, fmt):
-    """Lines of run.py's own output, as they print."""
+    """Lines of run.py's own output: in Markdown, as they print; in
+    reStructuredText, narrow enough for the page's column (a monospace
+    block as wide as the longest line would scroll sideways and hide the
+    ends of the lines, the commit and the machine): each table as a
+    list-table, and the other lines as a line block, which wraps."""
     if fmt == "md":
         return "```text\n" + "\n".join(lines) + "\n```"
-    return ".. code-block:: text\n\n" + "\n".join(
-        ("    " + line).rstrip() for line in lines)
+    parts, rows, words = [], [], []
+
+    def flush():
+        if words:
+            parts.append("\n".join("| " + _rst_line(line) for line in words))
+            words.clear()
+        if rows:
+            width = max(map(len, rows))
+            parts.append(table(rows[0] + [""] * (width - len(rows[0])),
+                               [row + [""] * (width - len(row)) for row in rows[1:]],
+                               "rst"))
+            rows.clear()
+
+    for line in lines:
+        line = line.strip()
+        if line.startswith("|"):  # a row of a table as run.py prints it
+            if words:
+                flush()
+            if not re.fullmatch(r"[|\s:-]+", line):  # not the |---| rule
+                cells = line.split("|")[1:]
+                if cells and not cells[-1].strip():
+                    cells = cells[:-1]
+                rows.append([_rst_cell(cell.strip()) for cell in cells])
+        elif line:
+            if rows:
+                flush()
+            words.append(line)
+    flush()
+    return "\n\n".join(parts)
+
+
+# Characters that start or end inline markup in reStructuredText.
+_RST_INLINE = re.compile(r"([\\*`|_])")
+
+
+def _rst_text(text):
+    """Plain text, as it reads, in reStructuredText (where "--" would
+    otherwise print as a dash)."""
+    return _RST_INLINE.sub(r"\\\1", text).replace("--", "-\\-")
+
+
+def _rst_line(line):
+    """A line of run.py's output; the command that it ends with, if any
+    ("...: python benchmarks/run.py --only dask"), as code."""
+    before, found, command = line.partition("python benchmarks/")
+    if not found:
+        return _rst_text(line)
+    return f"{_rst_text(before)}{code(found + command, 'rst')}"
+
+
+def _rst_cell(text):
+    """A table cell's plain text, which must not start a list either."""
+    text = _rst_text(text)
+    if re.match(r"([-+*]|\(?[0-9a-zA-Z#]+[.)])(\s|$)", text):
+        text = "\\" + text
+    return text
 
 
 def code(text, fmt):
