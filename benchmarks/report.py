@@ -683,6 +683,12 @@ def _spark_tree_aggregate(k, P):
             "driver_out": 1, "mib": P * 8 / 2**20}
 
 
+def _filled_columns(header, rows):
+    """The header and rows without the columns that no row fills."""
+    keep = [i for i in range(len(header)) if any(row[i] for row in rows)]
+    return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
+
+
 def dask_cost_model(results, fmt):
     """Section (j): the cost of one evaluation against the workers, the counts
     extrapolated, the wall time modelled and checked, and Spark's
@@ -692,19 +698,22 @@ def dask_cost_model(results, fmt):
     def cell(row, key, fmt_):
         return format(row[key], fmt_) if key in row else ""
 
-    rows = []
+    # Two tables, the times and the counts, each narrow enough for the
+    # page's column (one table of both scrolled sideways, hiding columns).
+    times, counts = [], []
     for row in j["table"]:
         spread = row.get("scheduler_cpu_ms_spread")
-        rows.append([f"{row['workers']} ({row['topology']})", f"{row['wall_ms']:.0f}",
-                     f"{row['scheduler_cpu_ms']:.1f}"
-                     + (f" ({spread_text(spread, 1)})" if spread else ""),
-                     cell(row, "scheduler_ms_per_message", ".2f"),
-                     f"{row.get('scheduler_cpu_net_ms', float('nan')):.1f}",
-                     f"{row['client_cpu_ms']:.1f}",
-                     cell(row, "busiest_worker_compute_ms", ".1f"),
-                     f"{row['tasks']:.1f}", f"{row['graphs']:.0f}",
-                     f"{row['messages']:.0f}", f"{row['scheduler_mib']:.2f}",
-                     f"{row['busiest_worker_mib']:.1f}"])
+        workers = f"{row['workers']} ({row['topology']})"
+        times.append([workers, f"{row['wall_ms']:.0f}",
+                      f"{row['scheduler_cpu_ms']:.1f}"
+                      + (f" ({spread_text(spread, 1)})" if spread else ""),
+                      cell(row, "scheduler_ms_per_message", ".2f"),
+                      f"{row.get('scheduler_cpu_net_ms', float('nan')):.1f}",
+                      f"{row['client_cpu_ms']:.1f}",
+                      cell(row, "busiest_worker_compute_ms", ".1f")])
+        counts.append([workers, f"{row['tasks']:.1f}", f"{row['graphs']:.0f}",
+                       f"{row['messages']:.0f}", f"{row['scheduler_mib']:.2f}",
+                       f"{row['busiest_worker_mib']:.1f}"])
     compared = [row for row in j["table"] if "star_wall_ms" in row]
     mib = j["parameters"] * 8 / 2**20
     fitted = cost_model(j)
@@ -718,10 +727,13 @@ def dask_cost_model(results, fmt):
         f"{j['table'][0]['repeats']} repeats (in brackets, the interquartile "
         "range). " + stamp(results, "dask_cost", fmt, ("numpy", "dask", "distributed")),
         "",
-        table(["workers", "wall ms", "scheduler CPU ms", "per message",
-               "less idle", "client CPU ms", "busiest worker compute ms", "tasks",
-               "graphs", "messages", "MiB through the scheduler",
-               "MiB through the busiest worker"], rows, fmt),
+        table(*_filled_columns(["workers", "wall ms", "scheduler CPU ms",
+                                "per message", "less idle", "client CPU ms",
+                                "busiest worker compute ms"], times), fmt),
+        "",
+        table(["workers", "tasks", "graphs", "messages",
+               "MiB through the scheduler", "MiB through the busiest worker"],
+              counts, fmt),
         "", "The scheduler's CPU per evaluation: " + ", ".join(
             f"{k} workers {at[k]['scheduler_cpu_ms']:.1f} ms" if k in at
             else f"{k} workers not measured" for k in REPORTED_AT) + "."]
