@@ -83,11 +83,69 @@ def table(header, rows, fmt, widths=None):
 
 
 def text_block(lines, fmt):
-    """Lines of run.py's own output, as they print."""
+    """Lines of run.py's own output: in Markdown, as they print; in
+    reStructuredText, narrow enough for the page's column (a monospace
+    block as wide as the longest line would scroll sideways and hide the
+    ends of the lines, the commit and the machine): each table as a
+    list-table, and the other lines as a line block, which wraps."""
     if fmt == "md":
         return "```text\n" + "\n".join(lines) + "\n```"
-    return ".. code-block:: text\n\n" + "\n".join(
-        ("    " + line).rstrip() for line in lines)
+    parts, rows, words = [], [], []
+
+    def flush():
+        if words:
+            parts.append("\n".join("| " + _rst_line(line) for line in words))
+            words.clear()
+        if rows:
+            width = max(map(len, rows))
+            parts.append(table(rows[0] + [""] * (width - len(rows[0])),
+                               [row + [""] * (width - len(row)) for row in rows[1:]],
+                               "rst"))
+            rows.clear()
+
+    for line in lines:
+        line = line.strip()
+        if line.startswith("|"):  # a row of a table as run.py prints it
+            if words:
+                flush()
+            if not re.fullmatch(r"[|\s:-]+", line):  # not the |---| rule
+                cells = line.split("|")[1:]
+                if cells and not cells[-1].strip():
+                    cells = cells[:-1]
+                rows.append([_rst_cell(cell.strip()) for cell in cells])
+        elif line:
+            if rows:
+                flush()
+            words.append(line)
+    flush()
+    return "\n\n".join(parts)
+
+
+# Characters that start or end inline markup in reStructuredText.
+_RST_INLINE = re.compile(r"([\\*`|_])")
+
+
+def _rst_text(text):
+    """Plain text, as it reads, in reStructuredText (where "--" would
+    otherwise print as a dash)."""
+    return _RST_INLINE.sub(r"\\\1", text).replace("--", "-\\-")
+
+
+def _rst_line(line):
+    """A line of run.py's output; the command that it ends with, if any
+    ("...: python benchmarks/run.py --only dask"), as code."""
+    before, found, command = line.partition("python benchmarks/")
+    if not found:
+        return _rst_text(line)
+    return f"{_rst_text(before)}{code(found + command, 'rst')}"
+
+
+def _rst_cell(text):
+    """A table cell's plain text, which must not start a list either."""
+    text = _rst_text(text)
+    if re.match(r"([-+*]|\(?[0-9a-zA-Z#]+[.)])(\s|$)", text):
+        text = "\\" + text
+    return text
 
 
 def code(text, fmt):
@@ -650,6 +708,12 @@ def dask_transports(results, fmt):
         table(["way", "ms per exchange"], rows, fmt)])
 
 
+def _filled_columns(header, rows):
+    """The header and rows without the columns that no row fills."""
+    keep = [i for i in range(len(header)) if any(row[i] for row in rows)]
+    return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
+
+
 def dask_cost_model(results, fmt):
     """Section (j): the cost of one evaluation against the workers, the counts
     extrapolated, the wall time modelled and checked, and Spark's
@@ -659,19 +723,22 @@ def dask_cost_model(results, fmt):
     def cell(row, key, fmt_):
         return format(row[key], fmt_) if key in row else ""
 
-    rows = []
+    # Two tables, the times and the counts, each narrow enough for the
+    # page's column (one table of both scrolled sideways, hiding columns).
+    times, counts = [], []
     for row in j["table"]:
         spread = row.get("scheduler_cpu_ms_spread")
-        rows.append([f"{row['workers']} ({row['topology']})", f"{row['wall_ms']:.0f}",
-                     f"{row['scheduler_cpu_ms']:.1f}"
-                     + (f" ({spread_text(spread, 1)})" if spread else ""),
-                     cell(row, "scheduler_ms_per_message", ".2f"),
-                     f"{row.get('scheduler_cpu_net_ms', float('nan')):.1f}",
-                     f"{row['client_cpu_ms']:.1f}",
-                     cell(row, "busiest_worker_compute_ms", ".1f"),
-                     f"{row['tasks']:.1f}", f"{row['graphs']:.0f}",
-                     f"{row['messages']:.0f}", f"{row['scheduler_mib']:.2f}",
-                     f"{row['busiest_worker_mib']:.1f}"])
+        workers = f"{row['workers']} ({row['topology']})"
+        times.append([workers, f"{row['wall_ms']:.0f}",
+                      f"{row['scheduler_cpu_ms']:.1f}"
+                      + (f" ({spread_text(spread, 1)})" if spread else ""),
+                      cell(row, "scheduler_ms_per_message", ".2f"),
+                      f"{row.get('scheduler_cpu_net_ms', float('nan')):.1f}",
+                      f"{row['client_cpu_ms']:.1f}",
+                      cell(row, "busiest_worker_compute_ms", ".1f")])
+        counts.append([workers, f"{row['tasks']:.1f}", f"{row['graphs']:.0f}",
+                       f"{row['messages']:.0f}", f"{row['scheduler_mib']:.2f}",
+                       f"{row['busiest_worker_mib']:.1f}"])
     compared = [row for row in j["table"] if "star_wall_ms" in row]
     mib = j["parameters"] * 8 / 2**20
     fitted = cost_model(j)
@@ -685,10 +752,13 @@ def dask_cost_model(results, fmt):
         f"{j['table'][0]['repeats']} repeats (in brackets, the interquartile "
         "range). " + stamp(results, "dask_cost", fmt, ("numpy", "dask", "distributed")),
         "",
-        table(["workers", "wall ms", "scheduler CPU ms", "per message",
-               "less idle", "client CPU ms", "busiest worker compute ms", "tasks",
-               "graphs", "messages", "MiB through the scheduler",
-               "MiB through the busiest worker"], rows, fmt),
+        table(*_filled_columns(["workers", "wall ms", "scheduler CPU ms",
+                                "per message", "less idle", "client CPU ms",
+                                "busiest worker compute ms"], times), fmt),
+        "",
+        table(["workers", "tasks", "graphs", "messages",
+               "MiB through the scheduler", "MiB through the busiest worker"],
+              counts, fmt),
         "", "The scheduler's CPU per evaluation: " + ", ".join(
             f"{k} workers {at[k]['scheduler_cpu_ms']:.1f} ms" if k in at
             else f"{k} workers not measured" for k in REPORTED_AT) + "."]

@@ -79,6 +79,8 @@ if os.environ.get("SK_TWOLAYER_INTERSPHINX"):
 nitpicky = False
 
 # -- sphinx-gallery ----------------------------------------------------------
+from sphinx_gallery.sorting import ExplicitOrder  # noqa: E402
+
 sphinx_gallery_conf = {
     "examples_dirs": str(HERE.parent / "examples"),
     "gallery_dirs": "auto_examples",
@@ -87,7 +89,22 @@ sphinx_gallery_conf = {
     "ignore_pattern": r"(__init__\.py|(^|[/\\])quickstart\.py)$",
     "download_all_examples": False,
     "remove_config_comments": True,
-    "within_subsection_order": "FileNameSortKey",
+    # The order that the gallery's introduction reads in: the quick start
+    # first, then the model and its tuning, then deploying, Dask and GPUs.
+    # An example not listed here comes last.
+    "within_subsection_order": ExplicitOrder([
+        "plot_quickstart_digits.py",
+        "plot_solvers.py",
+        "plot_decision_boundaries.py",
+        "plot_grid_search_heatmap.py",
+        "plot_early_stopping.py",
+        "plot_compare_mlp.py",
+        "plot_deploy_onnx.py",
+        "plot_dask_data_parallel.py",
+        "plot_dask_incremental.py",
+        "plot_gpu_where_time_goes.py",
+        "*",
+    ]),
     "reference_url": {"sk_twolayer": None},
     "doc_module": ("sk_twolayer",),
     "backreferences_dir": "generated/backreferences",

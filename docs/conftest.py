@@ -7,10 +7,12 @@ runs each page's blocks in order, in one namespace per page, as a reader who
 pastes them one after the other would:
 
 - ``python`` blocks run as written, in a temporary directory of their own
-  (what they write stays there); the data that a page reads (the parquet
-  folders of the Scaling out guide) are made there first, by
-  :func:`docs_workdir`. Dask clients and clusters that a page leaves open
-  are closed after its last block.
+  (what they write stays there), with ``__name__`` set to ``"__main__"`` as
+  in a script or an interactive session, so that the blocks under
+  ``if __name__ == "__main__":`` run. A page makes the data that it reads
+  itself (the Scaling out guide writes its parquet folders in a block).
+  Dask clients and clusters that a page leaves open are closed after its
+  last block.
 - ``bash`` blocks: each command runs from the root of the checkout, with
   this interpreter for ``python``; a ``pip install`` is not run, since it
   would change the environment under test, but checked (it installs from
@@ -102,42 +104,23 @@ def run_bash_block(example):
 
 
 # ------------------------------------------------------------ the pages
-def _parquet_data(path):
-    """The Scaling out guide's data: data/train/ (4 files) and data/test/
-    (1 file) of standardized features f0..f19 and a column label."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.datasets import make_classification
-
-    X, y = make_classification(n_samples=5000, n_features=20, n_informative=12,
-                               n_classes=4, random_state=0)
-    X = (X - X.mean(axis=0)) / X.std(axis=0)
-    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])])
-    frame["label"] = y
-    for name, rows in (("train", np.array_split(frame.index[:4000], 4)),
-                       ("test", [frame.index[4000:]])):
-        (path / "data" / name).mkdir(parents=True)
-        for i, index in enumerate(rows):
-            frame.loc[index].to_parquet(path / "data" / name / f"part.{i}.parquet")
-
-
-# What a page reads, made before its first block runs.
-PAGE_DATA = {"scaling_out.rst": _parquet_data}
-
-
 @pytest.fixture(scope="module")
 def docs_workdir(request, tmp_path_factory):
-    """Each page runs in an empty directory of its own, with its data."""
+    """Each page runs in an empty directory of its own."""
     page = Path(request.node.path)
     path = tmp_path_factory.mktemp(page.stem)
-    if page.name in PAGE_DATA:
-        PAGE_DATA[page.name](path)
     here = os.getcwd()
     os.chdir(path)
     try:
         yield path
     finally:
         os.chdir(here)
+
+
+def as_main(namespace):
+    """The page's blocks run as a script's do, or an interactive session's:
+    ``__name__`` is ``"__main__"``."""
+    namespace["__name__"] = "__main__"
 
 
 def close_dask(namespace):
@@ -154,7 +137,8 @@ def close_dask(namespace):
 SYBILS = [] if Sybil is None else [
     Sybil(parsers=[rest.SkipParser(), rest.PythonCodeBlockParser(),
                    rest.CodeBlockParser("bash", run_bash_block)],
-          patterns=["*.rst"], fixtures=["docs_workdir"], teardown=close_dask),
+          patterns=["*.rst"], fixtures=["docs_workdir"], setup=as_main,
+          teardown=close_dask),
     Sybil(parsers=[markdown.SkipParser(), markdown.PythonCodeBlockParser(),
                    markdown.CodeBlockParser("bash", run_bash_block)],
           path=str(ROOT), patterns=["README.md"], excludes=["benchmarks/*"]),
