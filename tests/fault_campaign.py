@@ -414,10 +414,20 @@ class Campaign:
         return self.client
 
     def _close_cluster(self):
-        for thing in (self.client, self.cluster):
-            if thing is not None:
-                with contextlib.suppress(Exception):
-                    thing.close()
+        """Close the client and the cluster, within a bound: a cluster whose
+        scheduler a fault closed may wait on its workers forever, whose
+        processes are then killed."""
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.close(timeout=10)
+        if self.cluster is not None:
+            try:
+                self.cluster.close(timeout=20)
+            except Exception:
+                for nanny in list(getattr(self.cluster, "workers", {}).values()):
+                    process = getattr(getattr(nanny, "process", None), "process", None)
+                    with contextlib.suppress(Exception):
+                        os.kill(process.pid, signal.SIGKILL)
         self.client = self.cluster = None
 
     def close(self):

@@ -395,9 +395,10 @@ def test_dask_cost_section(path):
     assert row["workers"] == 2 and row["topology"] == "star"
     if path == "calls":
         # (messages: the difference of two fits' set-ups, which vary by a
-        # message or two, over ten evaluations; tests/test_dask_parallel.py
-        # counts the evaluations' own: none)
-        assert row["graphs"] == row["tasks"] == 0 and abs(row["messages"]) < 1, row
+        # few messages (a look more where the blocks are), over ten
+        # evaluations; tests/test_dask_parallel.py counts the evaluations'
+        # own: none)
+        assert row["graphs"] == row["tasks"] == 0 and abs(row["messages"]) < 3, row
     else:
         assert row["graphs"] == 1 and row["tasks"] == row["workers"], row
     assert row["wall_ms"] > 0 and row["scheduler_cpu_ms"] >= 0
