@@ -241,7 +241,6 @@ def transports(client, theta, repeats, exchanges=20):
 
     times = alternate({"calls": by_calls, "actors": by_actors, "graph": by_graph},
                       repeats)
-    del actors
     return {name: [1e3 * t / exchanges for t in seconds]
             for name, seconds in times.items()}
 

@@ -554,8 +554,18 @@ class Campaign:
                 self.counts["misdiagnosed"] += 1
                 return [f"MISDIAGNOSED: no warning /{fault.warning}/ "
                         f"({outcome.get('warnings')})"]
+            wrong = [w for w in outcome.get("warnings", [])
+                     if "directly" in w and fault.warning is None]
+            if wrong:  # (a dead worker taken for one the client cannot reach)
+                self.counts["misdiagnosed"] += 1
+                return [f"MISDIAGNOSED: warned {wrong[0][:200]!r}"]
             return []
         if error is None:
+            if fault.kind in ("client closed", "scheduler gone"):
+                # (It struck after the fit's last evaluation, while it was
+                # ending: the fit's model must then be the right one.)
+                return self._judge(Fault(fault.kind, "same", fault.evaluation),
+                                   outcome, clf, before, config, reference)
             self.counts["misdiagnosed"] += 1
             return [f"MISDIAGNOSED: no error, expected /{fault.expect}/"]
         text = f"{type(error).__name__}: {error}"
@@ -579,6 +589,8 @@ class Campaign:
         if clean:
             return []
         self.counts["leftovers"] += 1
+        if isinstance(left, str):  # (the look itself failed, all along)
+            return [f"LEFTOVERS: could not look: {left}"]
         return [f"LEFTOVERS: tasks {left[0]}, keys {left[1]}, scratch {left[2]}"]
 
     def _connect_for_leftovers(self):
@@ -601,18 +613,20 @@ class Campaign:
             try:
                 clf = DaskTwoLayerSoftmaxClassifier(**c.params)
                 clf.client = client
-                with dask.config.set(c.settings()):
-                    clf.fit(*c.dask())
+                clf.fit(*c.dask())
                 results[k] = (clf, self._recorder.take())
             except BaseException as error:
                 results[k] = (error, [])
 
-        threads = [threading.Thread(target=fit, args=(k, c), daemon=True)
-                   for k, c in enumerate(configs)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(HANG_SECONDS)
+        # (dask.config.set is global, not per thread: the fits share the
+        # first one's settings, set here once.)
+        with dask.config.set(config.settings()):
+            threads = [threading.Thread(target=fit, args=(k, c), daemon=True)
+                       for k, c in enumerate(configs)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(HANG_SECONDS)
         if any(thread.is_alive() for thread in threads):
             self.counts["hangs"] += 1
             self._close_cluster()

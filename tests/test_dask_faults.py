@@ -309,6 +309,7 @@ def test_fits_at_once_on_one_cluster_keep_their_own_scratch(digits, monkeypatch)
 
     monkeypatch.setattr(_worker, "TwoLayerLoss", Counted)
     expected = TwoLayerSoftmaxClassifier(**PARAMS).fit(X, y)
+    scheduler = dask.config.get("scheduler", None)
     results = {}
     with _in_process(2) as cluster, Client(cluster, set_as_default=False) as c:
         def fit(k):
@@ -327,6 +328,10 @@ def test_fits_at_once_on_one_cluster_keep_their_own_scratch(digits, monkeypatch)
     # Two workers of one thread each: two loss objects a fit, and no more.
     assert len(made) == 4 * 2, len(made)
     assert left[1], left  # and nothing left once they ended
+    # Nor in Dask's global settings (Client.as_current sets "scheduler",
+    # process-wide: fits in threads left it set, and a later dask.compute
+    # without a client failed).
+    assert dask.config.get("scheduler", None) == scheduler
 
 
 # ------------------------------------------------ a client closed mid-fit

@@ -27,11 +27,11 @@ import contextlib
 import inspect
 import logging
 import socket
+import threading
 import time
 import weakref
 from typing import NamedTuple
 
-import distributed
 from distributed.comm.core import CommClosedError
 from distributed.comm import get_address_host_port
 from distributed.scheduler import KilledWorker, Scheduler
@@ -298,20 +298,34 @@ class Watch:
             self.settings.poll_interval, left)
 
     def wait(self, futures, on_poll=None, deadline=None):
-        """Wait until the futures are done (finished, erred or lost)."""
-        while True:
-            try:
-                with self.client.as_current():  # (wait uses the current client)
-                    distributed.wait(futures, timeout=self._step(deadline))
-                return
-            except _TIMEOUTS:
-                # (A wait's own timeout; should a release raise a task's
-                # TimeoutError here, the futures are done all the same.)
-                if all(f.done() for f in futures):
-                    return
+        """Wait until the futures are done (finished, erred or lost for
+        good: a lost one raises ``Cancelled``).
+
+        Each future says when it is done (``add_done_callback``), and this
+        waits on that, looking at the cluster between looks. (Not
+        ``distributed.wait`` under ``Client.as_current``: that sets Dask's
+        global ``scheduler`` setting, which fits in several threads at once
+        then leave set to ``dask.distributed`` for the whole process.)
+        """
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            done, lock, left = threading.Event(), threading.Lock(), [len(pending)]
+
+            def one_done(_):
+                with lock:
+                    left[0] -= 1
+                    if not left[0]:
+                        done.set()
+
+            for future in pending:
+                future.add_done_callback(one_done)
+            while not done.wait(self._step(deadline)):
                 self._poll(on_poll)
                 if deadline is not None:
                     deadline.check()
+        lost = [f.key for f in futures if f.cancelled()]
+        if lost:
+            raise Cancelled(lost)
 
     def outcome(self, awaitable, on_poll=None, deadline=None):
         """The result of ``awaitable``, run on the client's event loop.

@@ -221,6 +221,10 @@ class DistributedObjective:
             return True
         running = [w for w, info in workers_of(self.client).items() if info.running]
         unreachable = [w for w in plan.workers if w in running and not calls.reaches(w)]
+        # (A worker that died meanwhile does not answer either: the
+        # scheduler has seen it go by the time a connection gave up.)
+        still = workers_of(self.client) if unreachable else {}
+        unreachable = [w for w in unreachable if w in still and still[w].running]
         if not unreachable:
             return True
         self.calls = None

@@ -525,6 +525,10 @@ def call(rpc, spec, theta, node):
 
 
 async def _own_terms(worker, spec, theta, node):
+    """The node's own blocks' share, as a :class:`Partial`: their groups at
+    once on the worker's threads (one by one where its rows do not fit in
+    memory at once), added in group order. The blocks are read from the
+    worker's memory here, on its event loop."""
     loop = asyncio.get_running_loop()
     pool = _pool(worker)
 
