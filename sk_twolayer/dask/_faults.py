@@ -40,7 +40,6 @@ logger = logging.getLogger("sk_twolayer.dask")
 
 # Lost futures raise this (distributed's FutureCancelledError derives from it).
 Cancelled = concurrent.futures.CancelledError
-_TIMEOUTS = (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)
 
 
 class ParametersLost(Exception):
@@ -259,9 +258,9 @@ class Watch:
     Without a single running worker (none at all, or all of them paused
     for want of memory) for ``settings.no_workers_timeout`` seconds, it
     gives up with an error: nothing could finish. It never gives up on a
-    gather while a worker runs, however long the results take to arrive,
-    but where a ``timeout`` is given. A client that stops running (its
-    scheduler lost) ends the wait at the next look.
+    wait while a worker runs, however long the results take to arrive,
+    but at a :class:`Deadline`, where one is given. A client that stops
+    running (its scheduler lost) ends the wait at the next look.
 
     It also keeps track of the futures a fit makes (:meth:`held`), so that
     the fit can leave nothing behind on the cluster (:meth:`release`),

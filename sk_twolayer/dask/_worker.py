@@ -162,8 +162,8 @@ def check_block(index, X, y, sample_weight, dtype, names=("X", "y", "sample_weig
                     f"{names[0]} has none: it is not aligned with {names[0]}."
                 )
             sample_weight = np.empty(0, dtype=dtype)
-    except ValueError as error:
-        bad = ValueError(f"In row block {index} of {names[0]}: {error}")
+    except (ValueError, TypeError) as error:  # (the checks' errors of bad data)
+        bad = type(error)(f"In row block {index} of {names[0]}: {error}")
         return Checked(None, BlockStats(0, np.empty(0), np.empty(0), 0, bad))
     labels, inverse = np.unique(y, return_inverse=True)
     rows = Rows(X, y, sample_weight)
