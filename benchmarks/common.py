@@ -265,8 +265,10 @@ def install_compute_clock(dask_worker):
     (``sk_twolayer.dask._worker._own_terms``); the records start empty."""
     from sk_twolayer.dask import _worker
 
-    original = getattr(_worker._own_terms, "__wrapped__", _worker._own_terms)
     records = dask_worker._sk_twolayer_compute = []
+    if not hasattr(_worker, "_own_terms"):  # (a package from before calls)
+        return
+    original = getattr(_worker._own_terms, "__wrapped__", _worker._own_terms)
 
     async def clocked(worker, spec, theta, node):
         start = time.perf_counter()
