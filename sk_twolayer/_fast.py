@@ -23,15 +23,16 @@ import and the loading of the compiled kernels, about a third of a second
 in a new process (:func:`for_minibatches`); elsewhere the numpy code runs.
 They are opt-in because numba arrives with other packages too (dask-ml, of
 the ``dask`` extra): installing one must not change a fit's path, its time
-(the first fit compiles the kernels, about ten seconds) or its rounding.
+(the first fit compiles the kernels) or its rounding.
 The two agree to rounding: the kernels reorder sums and may fuse a multiply
 and an add (numba's ``fastmath`` flags ``reassoc`` and ``contract``, nothing
 that changes how infinities and NaNs propagate, so that a diverging fit is
 still caught).
 
 The kernels are compiled on first use and cached on disk (numba's
-``cache=True``): the first fit after installing compiles them, about ten
-seconds, and later processes load them. Before a process first uses them
+``cache=True``): the first fit after installing compiles them (about a
+second per dtype on the 2-core machines we measure on, its check
+included), and later processes load them (about a third of a second). Before a process first uses them
 for a dtype, they run a tiny fit of each minibatch solver against the numpy
 code (:func:`load`): a kernel that cannot be compiled, cached or loaded, or
 that computes something else, is never used, and the fit runs on numpy,
