@@ -389,6 +389,22 @@ class Campaign:
 
     # ------------------------------------------------------------ cluster
     def _connect(self):
+        """A client of a cluster of ``n_workers`` running workers, with no
+        fault armed and none paused. (A worker a fault killed may still be
+        leaving, or its replacement starting: the set-up is tried again, and
+        on a new cluster at the last try.)"""
+        from distributed.comm.core import CommClosedError
+
+        for attempt in range(3):
+            try:
+                return self._set_up()
+            except (CommClosedError, OSError, TimeoutError, RuntimeError):
+                if attempt == 1:
+                    self._close_cluster()
+                time.sleep(1)
+        return self._set_up()
+
+    def _set_up(self):
         import dask
         from distributed import Client, LocalCluster
 
@@ -401,8 +417,6 @@ class Campaign:
                     processes=True, memory_limit=0, dashboard_address=":0")
         if self.client is None or self.client.status != "running":
             self.client = Client(self.cluster, set_as_default=False)
-        self.client.run(disarm)
-        self.client.run(unpause)
         if len(self.cluster.worker_spec) != self.n_workers:
             self.cluster.scale(self.n_workers)
         self.client.wait_for_workers(self.n_workers, timeout=60)
@@ -411,6 +425,8 @@ class Campaign:
             if time.monotonic() > deadline:
                 raise RuntimeError("the cluster did not scale down")
             time.sleep(0.1)
+        self.client.run(disarm)
+        self.client.run(unpause)
         return self.client
 
     def _close_cluster(self):
