@@ -51,6 +51,9 @@ TARGETS = {
     # for blocks sent from an in-memory array alike
     "dask_one_worker_vs_memory": 1.10,
     "dask_two_workers_vs_one": 1.6,
+    # issue 36: an L-BFGS iteration on two workers against one in-memory
+    # thread (the in-memory time over the two workers')
+    "dask_two_workers_vs_memory": 1.8,
     "dask_speedup_vs_spark": 3.0,
     # issue 29: our minibatch fit's time over a jitted JAX loop's, and the
     # step's time outside its two large GEMMs over that of 8c204ab
@@ -58,7 +61,8 @@ TARGETS = {
     "outside_gemm_vs_before": 0.5,
     # issue 27: the scheduler's work per evaluation (section j)
     "dask_cost_scheduler_mib_16": 2.0,
-    "dask_cost_scheduler_cpu_ms_2": 10.0,
+    # (issue 36: 5 ms at 2 workers, was 10 in issue 27)
+    "dask_cost_scheduler_cpu_ms_2": 5.0,
     "dask_cost_scheduler_cpu_ms_per_worker": 1.0,
     "dask_cost_star_vs_tree_2": 1.0,
 }

@@ -441,7 +441,8 @@ def measure(cfg):
             result["two_workers"] = {
                 "one_s": float(np.median(one_it)), "two_s": float(np.median(two_it)),
                 **compared("speedup", one_it, two_it),
-                **compared("per_iteration_ratio", two_it, mem)}
+                **compared("per_iteration_ratio", two_it, mem),
+                **compared("vs_memory", mem, two_it)}
         result["scaling"] = [
             {"workers": k, "per_iteration_s": float(np.median(each[_workers(k)])),
              **compared("speedup_vs_one", one_it, each[_workers(k)])}
@@ -502,6 +503,10 @@ def goals(dask):
         met["dask_two_workers_vs_one"] = goal(
             two["speedup"], TARGETS["dask_two_workers_vs_one"],
             spread=two.get("speedup_spread"), repeats=repeats)
+        if "vs_memory" in two:  # (the in-memory iteration's time over theirs)
+            met["dask_two_workers_vs_memory"] = goal(
+                two["vs_memory"], TARGETS["dask_two_workers_vs_memory"],
+                spread=two.get("vs_memory_spread"), repeats=repeats)
     s = dask["spark"]
     if s.get("available"):
         note = spark_note(s)

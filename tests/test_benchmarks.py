@@ -300,7 +300,8 @@ def test_dask_fit_section():
     _has_spreads(g["one_worker"], "time_ratio", "from_array_time_ratio",
                  "per_iteration_ratio")
     if g["cores"] >= 2:
-        _has_spreads(g["two_workers"], "speedup", "per_iteration_ratio")
+        _has_spreads(g["two_workers"], "speedup", "per_iteration_ratio", "vs_memory")
+        assert "dask_two_workers_vs_memory" in dask_fit.goals(g)
     for row in g["overhead"].values():
         assert row["round_trip_s"] > 0 and row["evaluations"] >= 1
         assert row["overhead_vs_round_trip"] == pytest.approx(
@@ -374,7 +375,9 @@ def test_dask_scale_section():
     assert h["available"]
     assert [(row["workers"], row["fan_in"]) for row in h["table"]] == [(1, 2), (2, 2)]
     for row in h["table"]:
-        assert row["repeats"] >= 1 and row["ms_per_iteration"] > 0
+        # (a difference of two fits' times: at this size, noise may make it
+        # negative; what is checked is that it is measured, not its value)
+        assert row["repeats"] >= 1 and np.isfinite(row["ms_per_iteration"])
         assert len(row["ms_per_iteration_repeats"]) == row["repeats"]
 
 
