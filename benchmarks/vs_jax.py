@@ -37,8 +37,10 @@ time is what the step spends outside its large GEMMs: row gather,
 activation, softmax, the small products, the penalty, the update and the
 loop's own overhead.
 
-Our side uses the compiled kernels of the ``fast`` extra where numba is
-installed (``sk_twolayer._fast``); the section records whether it did.
+Our side asks for the compiled kernels of the ``fast`` extra
+(``SK_TWOLAYER_FAST=1`` in its process; they are opt-in), which run where
+numba is installed (``sk_twolayer._fast``); the section records whether
+they did. The other sections measure the default path, without them.
 
 The JAX side needs ``pip install jax jaxlib`` (the CPU build); without it
 the section says so and is skipped.
@@ -324,7 +326,7 @@ class _Worker:
              "--config", json.dumps(cfg)]
             + ([] if package is None else ["--package", str(package)]),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env=dict(os.environ))
+            env=dict(os.environ, SK_TWOLAYER_FAST="1"))
 
     def ask(self, command):
         self.proc.stdin.write(command + "\n")
