@@ -431,10 +431,14 @@ def readme_performance(results, fmt):
         [f"fit speed vs MLPClassifier, lbfgs {cfg['lbfgs_iter']} iterations "
          "(MLPClassifier's lbfgs computes in float64 on float32 data)"]
         + cells(mlp("lbfgs"), "speedup", _x),
-        [f"speed vs PyTorch CPU, SGD {cfg['epochs']} epochs"]
-        + cells(torch("SGD"), "speedup", _x),
-        ["speed vs PyTorch CPU, full-batch loss and gradient"]
-        + cells(torch("full-batch"), "speedup", _x),
+        *([[f"speed vs PyTorch CPU, SGD {cfg['epochs']} epochs"]
+           + cells(torch("SGD"), "speedup", _x),
+           ["speed vs PyTorch CPU, full-batch loss and gradient"]
+           + cells(torch("full-batch"), "speedup", _x)]
+          if results["torch"].get("available") else
+          # (PyTorch is optional: a run without it says so, not a figure)
+          [["speed vs PyTorch CPU", "not measured: "
+            + results["torch"].get("reason", "PyTorch is not installed"), ""]]),
         [f"peak extra memory of an lbfgs fit vs MLPClassifier (N={mem['n']}, "
          f"D={mem['d']})", f"{100 * mem['ratio']:.1f}%", ""],
     ]
@@ -900,6 +904,18 @@ def run_times(results, fmt):
 # machine and one commit ("*": every section of the file).
 README_PERFORMANCE = ("roofline", "vs_mlp", "memory", "torch")
 README_MORE = ("predict", "dask")
+def _or_why_not(render, key):
+    """``render``, where section ``key`` was measured; else a sentence that
+    says why not (an optional contender not installed, no GPU), as the
+    section's own text does."""
+    def rendered(results, fmt):
+        r = results.get(key) or {}
+        if r.get("available", True):
+            return render(results, fmt)
+        return "Not measured in this run: " + r.get("reason", "not available") + "."
+    return rendered
+
+
 FRAGMENTS = {
     "run-times": (run_times, "*"),
     "readme-performance": (readme_performance, README_PERFORMANCE),
@@ -909,12 +925,13 @@ FRAGMENTS = {
     "sgd-floor": (sgd_floor, ("roofline",)),
     "exactness-summary": (exactness_summary, ("exactness",)),
     "exactness": (exactness_table, ("exactness",)),
-    "dask-cost": (dask_cost, ("dask",)),
-    "dask-scale": (dask_scale, ("dask_scale",)),
-    "dask-cost-model": (dask_cost_model, ("dask_cost",)),
-    "dask-transports": (dask_transports, ("dask_cost",)),
-    "device": (device, ("device",)),
-    "jax": (jax, ("jax",)),
+    **{name: (_or_why_not(render, key), (key,)) for name, render, key in [
+        ("dask-cost", dask_cost, "dask"),
+        ("dask-scale", dask_scale, "dask_scale"),
+        ("dask-cost-model", dask_cost_model, "dask_cost"),
+        ("dask-transports", dask_transports, "dask_cost"),
+        ("device", device, "device"),
+        ("jax", jax, "jax")]},
     **{f"section-{key}": (section(key), (key,)) for key in ORDER},
 }
 

@@ -405,9 +405,11 @@ def test_dask_cost_section(path):
         assert row["graphs"] == row["tasks"] == 0 and abs(row["messages"]) < 3, row
     else:
         assert row["graphs"] == 1 and row["tasks"] == row["workers"], row
-    # (CPU times in clock ticks of 10 ms, over ten evaluations: a difference
-    # of two fits' CPU can come out a tick below zero)
-    assert row["wall_ms"] > 0 and np.isfinite(row["scheduler_cpu_ms"])
+    # (wall and CPU times per evaluation are differences of two fits' times
+    # over ten evaluations: calls take about a millisecond each, so noise can
+    # make them negative, and CPU times come in clock ticks of 10 ms; what is
+    # checked is that they are measured, not their values)
+    assert np.isfinite(row["wall_ms"]) and np.isfinite(row["scheduler_cpu_ms"])
     assert row["scheduler_mib"] < 0.1
     assert 0 < row["busiest_worker_compute_ms"] <= row["workers_compute_ms"]
     assert len(row["per_repeat"]["scheduler_cpu_ms"]) == row["repeats"]
@@ -569,6 +571,25 @@ def test_a_figure_older_than_the_code_says_so(monkeypatch):
     assert report.stale_note({"commit": head}) != ""
     monkeypatch.setitem(report._BEFORE, "text", "")
     assert report.stale_note({"commit": head}) == ""
+
+
+def test_the_report_renders_a_run_without_the_optional_contenders():
+    # A run on a machine without PyTorch, JAX or a GPU (CI's Python 3.13 has
+    # no PyTorch) renders every part of the pages, and each part drawn on a
+    # missing contender says why instead of a figure.
+    import report
+
+    results = json.loads((BENCHMARKS / "results.json").read_text())
+    results["torch"] = {"available": False}
+    results["jax"] = {"available": False, "reason": "jax is not installed"}
+    results["device"] = {"available": False, "reason": "no CUDA device"}
+    for name in report.FRAGMENTS:
+        for fmt in ("md", "rst"):
+            text = report.FRAGMENTS[name][0](results, fmt)
+            assert isinstance(text, str) and text, name
+    assert "jax is not installed" in report.FRAGMENTS["jax"][0](results, "rst")
+    page = report.FRAGMENTS["readme-performance"][0](results, "md")
+    assert "vs PyTorch CPU | not measured: PyTorch is not installed" in page
 
 
 # -------------------------------------------------------------- slow tier
