@@ -29,7 +29,7 @@ import roofline
 import vs_jax
 import vs_mlp
 import vs_torch
-from common import RESULTS
+from common import MIN_REPEATS, RESULTS
 
 SECTIONS = [roofline, vs_mlp, peak_memory, vs_torch, predict_latency, on_device,
             dask_fit, dask_scale, vs_jax, dask_cost, exactness]
@@ -60,8 +60,9 @@ def parse_args(argv=None):
     p.add_argument("--lbfgs-iter", type=int, default=30)
     p.add_argument("--repeats", type=int, default=7,
                    help="alternating repeats for the roofline/torch timings")
-    p.add_argument("--fit-repeats", type=int, default=3,
-                   help="alternating repeats for the fits")
+    p.add_argument("--fit-repeats", type=int, default=MIN_REPEATS,
+                   help="alternating repeats for the fits (a goal needs at "
+                        f"least {MIN_REPEATS})")
     for section in SECTIONS:
         section.add_options(p)
     p.add_argument("--only", default=",".join(default_names()),
