@@ -113,8 +113,6 @@ def test_the_pages_figures_are_the_results_files():
                        "benchmarks/results.json; run python benchmarks/report.py")
 
 
-@pytest.mark.xfail(strict=True, reason="results.json predates the one-run stamp: "
-                   "the next full run replaces it")
 def test_each_generated_part_of_the_pages_comes_from_one_machine_and_commit():
     mixed = report.mixed_parts()
     assert not mixed, "\n".join(mixed)
@@ -182,6 +180,7 @@ VERSION_BEFORE = re.compile(
 # sizes and constants that a benchmark or the code is defined with.
 NOT_MEASURED = {
     "1e-12": "the test suite's tolerance for one evaluation",
+    "1e-10": "the fault campaign's tolerance for an evaluation against the in-memory one",
     "1e-4": "the default tol",
     "1e-5": "tolerances of the ONNX tests and the benchmark's ONNX check",
     "1e-9": "tolerance of the float64 ONNX test",
