@@ -6,6 +6,7 @@ test that kills a worker. The module is skipped only when the ``dask``
 extra is not installed.
 """
 
+import contextlib
 import os
 import pickle
 import signal
@@ -22,7 +23,8 @@ dask_ml_wrappers = pytest.importorskip("dask_ml.wrappers", reason=_REASON)
 dask_ml_search = pytest.importorskip("dask_ml.model_selection", reason=_REASON)
 
 import joblib  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
+import clusters  # noqa: E402  (tests/, on sys.path)
+from distributed import Client  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import GridSearchCV, train_test_split  # noqa: E402
@@ -49,26 +51,25 @@ def one_blas_thread():
         yield
 
 
+@contextlib.contextmanager
 def _two_processes():
-    """A two-process LocalCluster on 127.0.0.1 and a client of it."""
-    cluster = LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1,
-                           processes=True, dashboard_address=":0")
-    return cluster, Client(cluster)
+    """A client of a two-process LocalCluster on 127.0.0.1, both closed
+    within a bound on the way out (tests/clusters.py)."""
+    with clusters.of_processes(2) as cluster, Client(cluster) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
 def client():
     """A cluster for the tests that kill no worker, shared by them."""
-    cluster, c = _two_processes()
-    with cluster, c:
+    with _two_processes() as c:
         yield c
 
 
 @pytest.fixture
 def own_client():
     """A cluster of the test's own, closed after it (its worker is killed)."""
-    cluster, c = _two_processes()
-    with cluster, c:
+    with _two_processes() as c:
         yield c
 
 

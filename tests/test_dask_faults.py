@@ -35,7 +35,8 @@ from sk_twolayer import TwoLayerSoftmaxClassifier  # noqa: E402
 from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier  # noqa: E402
 from sk_twolayer.dask import _config, _faults, _worker  # noqa: E402
 
-import fault_campaign  # noqa: E402  (tests/, on sys.path)
+import clusters  # noqa: E402  (tests/, on sys.path)
+import fault_campaign  # noqa: E402
 from test_dask_parallel import PROBA_TOL, _dask, _on, digits  # noqa: E402, F401
 
 pytestmark = pytest.mark.filterwarnings(
@@ -48,8 +49,7 @@ PARAMS = dict(hidden_size=16, max_iter=12, random_state=0)
 @pytest.fixture(scope="module")
 def processes():
     """Two worker processes (tasks' exceptions travel pickled)."""
-    with LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1,
-                      processes=True, dashboard_address=":0") as cluster, \
+    with clusters.of_processes(2) as cluster, \
             Client(cluster, set_as_default=False) as c:
         yield c
 

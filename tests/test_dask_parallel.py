@@ -11,7 +11,6 @@ nothing, and that bad input gets a clear error. The module is skipped only
 when the ``dask`` extra is not installed.
 """
 
-import asyncio
 import contextlib
 import functools
 import inspect
@@ -48,7 +47,8 @@ from sk_twolayer.dask import DaskTwoLayerSoftmaxClassifier  # noqa: E402
 from sk_twolayer.dask import _config, _faults, _objective, _placement, _worker  # noqa: E402
 from sk_twolayer.dask._rows import DaskRows  # noqa: E402
 
-from fault_campaign import left_after  # noqa: E402  (tests/, on sys.path)
+import clusters  # noqa: E402  (tests/, on sys.path)
+from fault_campaign import left_after  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::sklearn.exceptions.ConvergenceWarning"
@@ -59,37 +59,8 @@ PARAMS = dict(hidden_size=16, max_iter=50, random_state=0)
 PROBA_TOL = 1e-6
 
 
-@contextlib.contextmanager
-def _cluster(n_workers, **kwargs):
-    """A cluster of ``n_workers`` worker processes, closed by ``_close``."""
-    cluster = _new_cluster(n_workers, **kwargs)
-    try:
-        yield cluster
-    finally:
-        _close(cluster)
-
-
-def _new_cluster(n_workers, **kwargs):
-    return LocalCluster(host="127.0.0.1", n_workers=n_workers, threads_per_worker=1,
-                        processes=True, dashboard_address=":0", **kwargs)
-
-
-# Dask's own close gives each nanny 5 s to end its worker process; on a loaded
-# machine a worker that has spilled to disk can take longer, and the close then
-# fails with a TimeoutError and leaves the scheduler open (seen in CI: this
-# process's event loop held up 3.5 s at the time).
-NANNY_CLOSE_S = 60
-
-
-def _close(cluster):
-    """Close ``cluster``: its nannies first, each within NANNY_CLOSE_S, then
-    the rest, as Dask does."""
-    async def close_nannies():
-        await asyncio.gather(*[nanny.close(timeout=NANNY_CLOSE_S)
-                               for nanny in list(cluster.workers.values())])
-
-    cluster.sync(close_nannies)
-    cluster.close()
+# Clusters of worker processes, closed within a bound (see tests/clusters.py).
+_cluster, _new_cluster, _close = clusters.of_processes, clusters.new, clusters.close
 
 
 @pytest.fixture(scope="module")
